@@ -1,0 +1,56 @@
+"""Inference on files: the same preprocessing as evaluation, then softmax over the classes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lungdemo.loading import LoadedModel, load_model
+from lungdemo.preprocessing import decode_canonical, normalize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """Class probabilities for one slice, in the model's class order, plus decode notes."""
+
+    probabilities: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def top_class(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+
+class Predictor:
+    """Holds a loaded model; thread-safe for concurrent requests (inference only)."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        self.cfg = self.model.preprocess_config
+        self.class_names = list(self.model.class_names)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_ref(cls, ref: str | Path) -> Predictor:
+        return cls(load_model(ref))
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Normalised input batch -> calibrated probabilities ``(N, num_classes)``."""
+        logits = self.model(batch)
+        return torch.softmax(logits / self.model.temperature, dim=1)
+
+    def predict(self, source: bytes | str | Path) -> Prediction:
+        """Decode, preprocess exactly as evaluation does, and classify one file."""
+        canon, info = decode_canonical(source, self.cfg)
+        x = normalize(canon, self.cfg).unsqueeze(0)
+        with self._lock:
+            probs = self.probabilities(x)[0].tolist()
+        return Prediction(dict(zip(self.class_names, probs, strict=True)), notes=info.notes)

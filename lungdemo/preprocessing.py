@@ -1,0 +1,270 @@
+"""The one definition of how a CT slice becomes model input.
+
+Training, validation, test evaluation and the app all call :func:`preprocess` (or its two
+halves :func:`canonical_image` and :func:`normalize`) with the :class:`PreprocessConfig` that
+is stored in the model folder's ``config.json``. Nothing else in the project resizes or
+normalises images, so the app sees exactly what evaluation saw.
+
+Steps, in order:
+
+1. :func:`decode_image` opens the bytes by content (never by file name), refuses pixel
+   counts over a limit *before* decoding them, applies EXIF rotation, takes the first frame,
+   and turns every PIL mode (1-bit, palette, 16-bit, float, CMYK, RGBA, LA, ...) into 8-bit
+   grayscale. CT is a single-channel modality; colour in this dataset is only a trace of
+   the source the file came from, so it is dropped on purpose.
+2. :func:`canonical_image` frames the slice: with ``resize="body_crop_pad"`` it crops to the
+   bounding box of pixels brighter than ``body_threshold`` (the body), pads to a square with
+   black so the aspect ratio is kept, and resizes to ``image_size``. The splits of the
+   dataset are framed differently; normalising the framing is what generalised best.
+3. :func:`normalize` scales to [0, 1], repeats the gray channel ``in_channels`` times and
+   applies ``mean``/``std``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+RESIZE_POLICIES = ("body_crop_pad", "pad", "squash")
+DEFAULT_MAX_PIXELS = 40_000_000  # a 6000x6000 slice; CT renderings are far smaller
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+
+class ImageDecodeError(ValueError):
+    """Raised when a file cannot be turned into a slice; the message is shown to users."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything needed to turn a decoded slice into a model input tensor.
+
+    Stored under ``"preprocessing"`` in the model folder's ``config.json``.
+    """
+
+    image_size: int = 224
+    resize: str = "body_crop_pad"
+    body_threshold: int = 20
+    interpolation: str = "bilinear"
+    in_channels: int = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    color_mode: str = "grayscale"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.image_size, int) or not 32 <= self.image_size <= 1024:
+            problems.append(f"image_size must be an integer in 32..1024, got {self.image_size!r}")
+        if self.resize not in RESIZE_POLICIES:
+            problems.append(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if not 0 <= int(self.body_threshold) < 255:
+            problems.append(f"body_threshold must be in 0..254, got {self.body_threshold!r}")
+        if self.interpolation not in _INTERPOLATIONS:
+            problems.append(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.color_mode != "grayscale":
+            problems.append(f"color_mode must be 'grayscale', got {self.color_mode!r}")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            problems.append(
+                f"mean and std need {self.in_channels} values each, got {list(self.mean)} and {list(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            problems.append(f"std values must be positive, got {list(self.std)}")
+        if problems:
+            raise ValueError("invalid preprocessing config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        """Build from a stored dict; unknown keys are an error, so a typo cannot pass silently."""
+        if not isinstance(data, dict):
+            raise ValueError(f"preprocessing config must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"invalid preprocessing config: unknown keys {unknown}")
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)
+
+
+_INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+@dataclass
+class DecodedInfo:
+    """What decoding saw, for warnings and the data audit."""
+
+    format: str | None
+    mode: str
+    size: tuple[int, int]
+    n_frames: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+def open_image(source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image by its content and check its pixel count before any pixel is decoded.
+
+    PIL reads only the header in ``Image.open``; checking ``width * height`` here stops
+    decompression bombs (a 40000x40000 PNG is a few kB on disk) before they take memory.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    else:
+        data = bytes(source)
+    if not data:
+        raise ImageDecodeError("the file is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not an image file PIL can read (PNG, JPEG, TIFF, BMP, GIF, ...)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large: {exc}") from exc
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read image: {exc}") from exc
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+    return img
+
+
+def decode_image(source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, DecodedInfo]:
+    """Decode any supported image into an 8-bit grayscale ("L") PIL image.
+
+    Returns the image and what was seen. Raises :class:`ImageDecodeError` with a message
+    fit for users on anything that is not a readable image.
+    """
+    img = open_image(source, max_pixels)
+    info = DecodedInfo(format=img.format, mode=img.mode, size=img.size)
+    info.n_frames = int(getattr(img, "n_frames", 1) or 1)
+    try:
+        if info.n_frames > 1:
+            img.seek(0)
+            info.notes.append(f"multi-frame file ({info.n_frames} frames): the first frame was used")
+        img.load()
+        transposed = ImageOps.exif_transpose(img)
+        if transposed is not None and transposed.size != img.size:
+            info.notes.append("rotated according to its EXIF orientation")
+        img = transposed if transposed is not None else img
+        gray = to_grayscale(img)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"the image data is broken or truncated ({exc})") from exc
+    if img.mode not in ("L", "RGB", "RGBA"):
+        info.notes.append(f"converted from mode {info.mode} to 8-bit grayscale")
+    return gray, info
+
+
+def to_grayscale(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit grayscale.
+
+    Transparent pixels are composited onto black (the background of a CT rendering);
+    high-bit-depth data is stretched from its own minimum to maximum onto 0..255.
+    """
+    mode = img.mode
+    if mode == "L":
+        return img
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("L")
+    if mode == "CMYK" or mode not in ("1", "P", "RGB"):
+        img = img.convert("RGB")
+    return img.convert("L")
+
+
+def body_bbox(gray: np.ndarray, threshold: int) -> tuple[int, int, int, int]:
+    """Bounding box (left, top, right, bottom) of pixels brighter than ``threshold``.
+
+    Falls back to the whole image when nothing is brighter, so a black upload still works.
+    """
+    mask = gray > threshold
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0 or cols.size == 0:
+        return 0, 0, gray.shape[1], gray.shape[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _pad_to_square(img: Image.Image) -> Image.Image:
+    side = max(img.size)
+    canvas = Image.new("L", (side, side), 0)
+    canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+    return canvas
+
+
+def canonical_image(gray: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    """Frame a grayscale slice and resize it to ``cfg.image_size`` square (an "L" image)."""
+    if gray.mode != "L":
+        raise ValueError(f"canonical_image expects an 'L' image, got {gray.mode}")
+    resample = _INTERPOLATIONS[cfg.interpolation]
+    if cfg.resize == "body_crop_pad":
+        box = body_bbox(np.asarray(gray), cfg.body_threshold)
+        gray = _pad_to_square(gray.crop(box))
+    elif cfg.resize == "pad":
+        gray = _pad_to_square(gray)
+    return gray.resize((cfg.image_size, cfg.image_size), resample=resample)
+
+
+def decode_canonical(source: bytes | str | Path, cfg: PreprocessConfig) -> tuple[torch.Tensor, DecodedInfo]:
+    """Decode and frame a file into a ``uint8`` tensor ``(1, size, size)``, with decode notes.
+
+    This is what the training data cache stores: augmentation and normalisation start here.
+    """
+    gray, info = decode_image(source, cfg.max_pixels)
+    arr = np.asarray(canonical_image(gray, cfg), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).unsqueeze(0), info
+
+
+def canonical_tensor(source: bytes | str | Path, cfg: PreprocessConfig) -> torch.Tensor:
+    """:func:`decode_canonical` without the notes."""
+    return decode_canonical(source, cfg)[0]
+
+
+def normalize(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """``uint8`` ``(..., 1, H, W)`` -> normalised float ``(..., in_channels, H, W)``."""
+    if batch.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 input, got {batch.dtype}")
+    x = batch.to(torch.float32).div_(255.0)
+    x = x.expand(*x.shape[:-3], cfg.in_channels, *x.shape[-2:])
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess(source: bytes | str | Path, cfg: PreprocessConfig) -> torch.Tensor:
+    """File bytes or path -> model input ``(in_channels, size, size)``: the evaluation path."""
+    return normalize(canonical_tensor(source, cfg), cfg)
