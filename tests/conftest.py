@@ -1,0 +1,58 @@
+"""Shared fixtures: small model folders with random weights, built in tmp_path, no network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lungdemo.folder import write_model_folder
+from lungdemo.metrics import classification_metrics
+from lungdemo.model import LungAlexNet
+from lungdemo.preprocessing import PreprocessConfig
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chest-ct"
+TEST_CLASSES = ["adenocarcinoma", "large_cell_carcinoma", "normal", "squamous_cell_carcinoma"]
+
+
+def make_model(seed: int = 0, hidden: int = 32, image_size: int = 96, **kwargs) -> LungAlexNet:
+    """A small random-weight model (deterministic for a seed)."""
+    torch.manual_seed(seed)
+    cfg = PreprocessConfig(image_size=image_size)
+    return LungAlexNet(class_names=list(TEST_CLASSES), hidden=hidden, preprocessing=cfg.to_dict(), **kwargs).eval()
+
+
+def fake_metrics(seed: int = 0) -> dict:
+    """metrics.json content of the real shape, from random predictions."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 4, 60)
+    y_pred = np.where(rng.random(60) < 0.6, y_true, rng.integers(0, 4, 60))
+    m = classification_metrics(y_true, y_pred, TEST_CLASSES)
+    m_lf = classification_metrics(y_true[:40], y_pred[:40], TEST_CLASSES)
+    return {"class_names": TEST_CLASSES, "best_epoch": 1, "validation": m, "test": m, "test_leakage_free": m_lf}
+
+
+def make_model_folder(path: Path, seed: int = 0, **kwargs) -> Path:
+    """Write a complete model folder (weights, config, metrics, card) with random weights."""
+    model = make_model(seed, **kwargs)
+    card = "---\nlibrary_name: lungdemo\n---\n# Test model\n\nRandom weights, for tests only.\n"
+    return write_model_folder(model, path, json_files={"metrics.json": fake_metrics(seed)}, card=card)
+
+
+@pytest.fixture
+def model_folder(tmp_path: Path) -> Path:
+    return make_model_folder(tmp_path / "model")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert DATA_DIR.is_dir(), f"the real dataset is expected at {DATA_DIR}"
+    return DATA_DIR
