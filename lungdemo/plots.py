@@ -1,0 +1,67 @@
+"""Figures drawn from stored numbers: confusion matrices and training curves.
+
+Shared by training (PNG files in the model folder) and the app (drawn from metrics.json),
+so a figure always shows the numbers that were saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Figure:
+    """Counts with row-normalised colour (recall per true class)."""
+    cm = np.asarray(matrix, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(5.6, 4.8), dpi=110)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    labels = [c.replace("_", " ") for c in class_names]
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", color="white" if frac[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(history: list[dict[str, Any]], best_epoch: int | None) -> Figure:
+    """Train loss and validation accuracy / macro-F1 per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    if history and "val_loss" in history[0]:
+        ax1.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
+    ax1.set_xlabel("epoch")
+    ax1.legend()
+    ax2.plot(epochs, [h["val_accuracy"] for h in history], label="validation accuracy")
+    ax2.plot(epochs, [h["val_macro_f1"] for h in history], label="validation macro-F1")
+    if best_epoch is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(best_epoch, color="grey", linestyle=":", label="best epoch")
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("epoch")
+    ax2.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

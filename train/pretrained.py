@@ -1,0 +1,82 @@
+"""Where the AlexNet starting weights come from: ImageNet via torchvision, a local file, or none.
+
+``--pretrained imagenet`` goes through torchvision's ``AlexNet_Weights.IMAGENET1K_V1`` and its
+cache (``$TORCH_HOME/hub/checkpoints``). When the file is not cached, reachability of the
+download host is checked first with a short timeout, so an offline machine fails in
+seconds with a message that says how to supply the file instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from safetensors.torch import load_file
+
+from lungdemo.model import LungAlexNet, load_imagenet_features
+
+logger = logging.getLogger(__name__)
+
+IMAGENET = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+
+
+class PretrainedError(RuntimeError):
+    """The requested starting weights cannot be had; the message names the fix."""
+
+
+def imagenet_cache_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(IMAGENET.url).path)
+
+
+def _check_reachable(url: str, timeout: float = 10.0) -> None:
+    try:
+        req = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(req, timeout=timeout):
+            pass
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise PretrainedError(
+            f"ImageNet AlexNet weights are not cached and {urlparse(url).netloc} cannot be reached "
+            f"({getattr(exc, 'reason', exc)}). Supply them yourself: download {url} on a machine "
+            f"with network access and either copy it to {imagenet_cache_path()} or pass "
+            "--pretrained /path/to/alexnet-owt-7be5be79.pth (a .safetensors file works too); "
+            "or train from scratch with --pretrained none"
+        ) from exc
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A local ImageNet state dict: safetensors, or a torch file read with ``weights_only``."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedError(f"--pretrained file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        # weights_only restricts unpickling to tensors and containers: no code runs
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PretrainedError(f"cannot read {path} as an AlexNet state dict: {exc}") from exc
+    if not isinstance(state, dict):
+        raise PretrainedError(f"{path} does not hold a state dict")
+    return state
+
+
+def apply_pretrained(model: LungAlexNet, spec: str) -> dict[str, object]:
+    """Initialise ``model`` from ``spec`` ("imagenet", "none" or a path); returns a record of it."""
+    if spec == "none":
+        return {"pretrained": "none"}
+    if spec == "imagenet":
+        cached = imagenet_cache_path()
+        if not cached.is_file():
+            _check_reachable(IMAGENET.url)
+        state = IMAGENET.get_state_dict(progress=True)
+        loaded = load_imagenet_features(model, state)
+        return {"pretrained": "imagenet", "weights": "AlexNet_Weights.IMAGENET1K_V1", "tensors": len(loaded)}
+    state = read_state_dict(Path(spec))
+    loaded = load_imagenet_features(model, state)
+    return {"pretrained": str(spec), "tensors": len(loaded)}
