@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -28,11 +29,16 @@ def train_one_epoch(
     gen: torch.Generator,
     epoch: int,
     mixup: float = 0.0,
+    teacher: nn.Module | None = None,
+    distill_alpha: float = 0.0,
+    distill_temperature: float = 4.0,
 ) -> float:
     """Shuffle, augment, step; returns the mean training loss.
 
     All randomness comes from ``gen`` so that a resumed run (which restores its state)
-    draws the same batches and augmentations as an uninterrupted one.
+    draws the same batches and augmentations as an uninterrupted one. With a ``teacher``,
+    the loss mixes the label loss with ``distill_alpha`` of the KL divergence to the
+    teacher's softened predictions on the very same augmented (and mixed) batch.
     """
     model.train()
     order = torch.randperm(len(images), generator=gen)
@@ -51,7 +57,18 @@ def train_one_epoch(
             logits = model(x)
             loss = lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])
         else:
-            loss = criterion(model(x), y)
+            logits = model(x)
+            loss = criterion(logits, y)
+        if teacher is not None and distill_alpha > 0:
+            with torch.no_grad():
+                soft = torch.log_softmax(teacher(x) / distill_temperature, dim=1)
+            kd = (
+                F.kl_div(
+                    torch.log_softmax(logits / distill_temperature, dim=1), soft, log_target=True, reduction="batchmean"
+                )
+                * distill_temperature**2
+            )
+            loss = distill_alpha * kd + (1 - distill_alpha) * loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -44,6 +44,7 @@ from train.data import CLASS_NAMES, DatasetError, Sample, labels_of, load_images
 from train.engine import predict_logits, train_one_epoch
 from train.evaluate import evaluate_test, format_metrics
 from train.pretrained import PretrainedError, apply_pretrained
+from train.teacher import TeacherError
 
 logger = logging.getLogger("train")
 
@@ -115,6 +116,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     aug.add_argument("--brightness", type=float, default=d.brightness)
     aug.add_argument("--contrast", type=float, default=d.contrast)
     aug.add_argument("--gamma", type=float, default=d.gamma)
+
+    kd = p.add_argument_group("knowledge distillation (training-only extra, see train.teacher)")
+    kd.add_argument("--teacher", type=Path, default=None, help="teacher folder made by python -m train.teacher")
+    kd.add_argument("--distill-alpha", type=float, default=0.7, help="weight of the teacher term in the loss")
+    kd.add_argument("--distill-temperature", type=float, default=4.0)
 
     hub = p.add_argument_group("publishing")
     hub.add_argument("--push-to-hub", metavar="USER/REPO", help="push the model folder when training ends")
@@ -234,6 +240,11 @@ def run(args: argparse.Namespace, command: str) -> Path:
         weights_dtype=args.weights_dtype,
     )
     pretrained = apply_pretrained(model, args.pretrained)
+    teacher = None
+    if args.teacher is not None:
+        from train.teacher import load_teacher
+
+        teacher = load_teacher(args.teacher, pre_cfg)
     optimizer = build_optimizer(model, args)
     scheduler = build_scheduler(optimizer, args)
     criterion = nn.CrossEntropyLoss(
@@ -269,6 +280,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
             gen=gen,
             epoch=epoch,
             mixup=args.mixup,
+            teacher=teacher,
+            distill_alpha=args.distill_alpha,
+            distill_temperature=args.distill_temperature,
         )
         scheduler.step()
         logits = predict_logits(model, x_valid, pre_cfg)
@@ -407,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("--resume: continuing with the arguments stored in the checkpoint")
     try:
         folder = run(args, command)
-    except (RunError, DatasetError, PretrainedError) as exc:
+    except (RunError, DatasetError, PretrainedError, TeacherError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metrics = json.loads((folder / "metrics.json").read_text())
