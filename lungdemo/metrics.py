@@ -35,6 +35,8 @@ def classification_metrics(
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
     labels = list(range(len(class_names)))
+    if y_true.size == 0:  # e.g. an empty leakage-free subset: zeros, not a crash (scikit-learn refuses n=0)
+        return _empty_metrics(class_names)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     out: dict[str, Any] = {
         "n": int(y_true.size),
@@ -53,5 +55,22 @@ def classification_metrics(
             f1_score(y_true, y_pred, labels=subtypes, average="macro", zero_division=0)
         )
     out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    out["class_names"] = list(class_names)
+    return out
+
+
+def _empty_metrics(class_names: Sequence[str]) -> dict[str, Any]:
+    """The metrics dict of zero samples, in the same shape as :func:`classification_metrics`."""
+    zeros = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    out: dict[str, Any] = {
+        "n": 0,
+        "accuracy": 0.0,
+        "per_class": {name: {**zeros, "support": 0} for name in class_names},
+        "macro": dict(zeros),
+        "weighted": dict(zeros),
+    }
+    if NORMAL_CLASS in class_names:
+        out["cancer_subtype_macro_f1"] = 0.0
+    out["confusion_matrix"] = [[0] * len(class_names) for _ in class_names]
     out["class_names"] = list(class_names)
     return out

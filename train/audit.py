@@ -158,9 +158,11 @@ def audit_samples(
     # leakage-free test subset: no exact or near copy in train/valid
     test_idx = [i for i, s in enumerate(samples) if s.split == "test"]
     other_idx = np.array([i for i, s in enumerate(samples) if s.split != "test"], dtype=int)
+    other_shas = {facts[i]["sha256"] for i in other_idx.tolist()}
     leaky, clean = [], []
     for i in test_idx:
-        close = other_idx.size and bool((dist[i, other_idx] <= near_threshold).any())
+        exact = facts[i]["sha256"] in other_shas  # also with near detection off (threshold < 0)
+        close = exact or (other_idx.size and bool((dist[i, other_idx] <= near_threshold).any()))
         (leaky if close else clean).append(_rel(samples[i], data_dir))
     report["leakage_free_test"] = {"count": len(clean), "leaky_count": len(leaky), "files": clean}
     return report

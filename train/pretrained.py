@@ -19,7 +19,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file
 
-from lungdemo.model import LungAlexNet, load_imagenet_features
+from lungdemo.model import LungAlexNet, ModelFormatError, load_imagenet_features
 
 logger = logging.getLogger(__name__)
 
@@ -78,5 +78,8 @@ def apply_pretrained(model: LungAlexNet, spec: str) -> dict[str, object]:
         loaded = load_imagenet_features(model, state)
         return {"pretrained": "imagenet", "weights": "AlexNet_Weights.IMAGENET1K_V1", "tensors": len(loaded)}
     state = read_state_dict(Path(spec))
-    loaded = load_imagenet_features(model, state)
+    try:
+        loaded = load_imagenet_features(model, state)
+    except ModelFormatError as exc:  # a one-line CLI error naming the file, not a traceback
+        raise PretrainedError(f"--pretrained {spec}: {exc}") from exc
     return {"pretrained": str(spec), "tensors": len(loaded)}

@@ -219,18 +219,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
         args.contrast,
         args.gamma,
     )
-    x_train = load_images(train_s, pre_cfg, args.cache_dir, desc="decode train")
-    y_train = labels_of(train_s)
-    x_valid = load_images(valid_s, pre_cfg, args.cache_dir, desc="decode valid")
-    y_valid = labels_of(valid_s)
-
-    counts = np.bincount(y_train.numpy(), minlength=len(CLASS_NAMES))
-    if (counts == 0).any():
-        absent = [c for c, n in zip(CLASS_NAMES, counts, strict=True) if n == 0]
-        raise DatasetError(f"the training split lacks classes {absent}")
-    weights = compute_class_weight("balanced", classes=np.arange(len(CLASS_NAMES)), y=y_train.numpy())
-    class_weights = torch.tensor(weights, dtype=torch.float32)
-
+    # starting weights before the slow first decode, so a missing ImageNet file fails fast;
+    # decoding draws no random numbers, so the seeded sequence is the same either way
     gen = seed_everything(args.seed)
     model = LungAlexNet(
         class_names=list(CLASS_NAMES),
@@ -245,6 +235,18 @@ def run(args: argparse.Namespace, command: str) -> Path:
         from train.teacher import load_teacher
 
         teacher = load_teacher(args.teacher, pre_cfg)
+
+    x_train = load_images(train_s, pre_cfg, args.cache_dir, desc="decode train")
+    y_train = labels_of(train_s)
+    x_valid = load_images(valid_s, pre_cfg, args.cache_dir, desc="decode valid")
+    y_valid = labels_of(valid_s)
+
+    counts = np.bincount(y_train.numpy(), minlength=len(CLASS_NAMES))
+    if (counts == 0).any():
+        absent = [c for c, n in zip(CLASS_NAMES, counts, strict=True) if n == 0]
+        raise DatasetError(f"the training split lacks classes {absent}")
+    weights = compute_class_weight("balanced", classes=np.arange(len(CLASS_NAMES)), y=y_train.numpy())
+    class_weights = torch.tensor(weights, dtype=torch.float32)
     optimizer = build_optimizer(model, args)
     scheduler = build_scheduler(optimizer, args)
     criterion = nn.CrossEntropyLoss(
