@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,10 @@ def open_image(source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not an image file PIL can read (PNG, JPEG, TIFF, BMP, GIF, ...)") from exc
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from exc
+        # PIL's own guard fires in open() for absurd sizes; word it with our limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "more pixels than PIL allows"
+        raise ImageDecodeError(f"image too large: {size}; the limit is {max_pixels:,}") from exc
     except OSError as exc:
         raise ImageDecodeError(f"cannot read image: {exc}") from exc
     width, height = img.size
