@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,11 +199,7 @@ def check_model_folder(folder: Path) -> None:
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
     if missing:
         pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
-        hint = (
-            f" (found {pickles}: pickled weights are never loaded; export them to safetensors)"
-            if pickles
-            else ""
-        )
+        hint = f" (found {pickles}: pickled weights are never loaded; export them to safetensors)" if pickles else ""
         raise ModelLoadError(f"{folder} is not a lungdemo model folder: missing {', '.join(missing)}{hint}")
 
 
@@ -245,39 +240,34 @@ def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
 
 
-def describe_mismatch(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """Plain-words differences between ``config.json`` and the weights' shapes.
+def describe_mismatch(model: LungAlexNet, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """Plain-words differences between the model ``config.json`` built and the weights' shapes.
 
     model.py's strict loader lists raw keys and shapes; this says what they mean (class
     count, head width, architecture) so the user knows which of the two files is wrong.
     """
     found: list[str] = []
-    reference = LungAlexNet(class_names=["a", "b"], hidden=0).state_dict()
-    feature_keys = [k for k in reference if k.startswith("features.")]
-    bad_features = [k for k in feature_keys if shapes.get(k) != tuple(reference[k].shape)]
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    feature_keys = [k for k in expected if k.startswith("features.")]
+    bad_features = [k for k in feature_keys if shapes.get(k) != expected[k]]
     if bad_features:
-        sample = sorted(shapes)[:3]
         found.append(
-            f"the weights are not a torchvision AlexNet (config architecture "
-            f"{config.get('architecture', 'alexnet')!r}): {len(bad_features)} of {len(feature_keys)} AlexNet feature "
-            f"tensors are missing or misshapen; the file's tensors start with {sample}"
+            f"the weights are not a torchvision AlexNet as config.json says: {len(bad_features)} of "
+            f"{len(feature_keys)} AlexNet feature tensors are missing or misshapen; the file's tensors "
+            f"start with {sorted(shapes)[:3]}"
         )
-    head = sorted(
-        (int(m.group(1)), k) for k in shapes if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k))
-    )
-    class_names = config.get("class_names")
-    if head and isinstance(class_names, list):
+    head = sorted((int(m.group(1)), k) for k in shapes if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k)))
+    if head and all(len(shapes[k]) == 2 for _, k in head):
         last_key = head[-1][1]
         outputs = shapes[last_key][0]
-        if outputs != len(class_names):
+        if outputs != model.num_classes:
             found.append(
-                f"config.json lists {len(class_names)} classes {class_names} but the weights' output layer "
-                f"({last_key}) has {outputs} outputs"
+                f"config.json lists {model.num_classes} classes {model.class_names} but the weights' output "
+                f"layer ({last_key}) has {outputs} outputs"
             )
         file_hidden = shapes[head[0][1]][0] if len(head) > 1 else 0
-        config_hidden = config.get("hidden", 4096)
-        if file_hidden != config_hidden:
-            found.append(f"config.json says hidden={config_hidden} but the weights have a head of width {file_hidden}")
+        if file_hidden != model.hidden:
+            found.append(f"config.json says hidden={model.hidden} but the weights have a head of width {file_hidden}")
     return found
 
 
@@ -299,7 +289,7 @@ def load_model_folder(folder: Path) -> tuple[LungAlexNet, dict[str, Any]]:
         model.load_weights_file(folder / WEIGHTS_NAME)
     except ModelFormatError as exc:
         try:
-            differences = describe_mismatch(config, weight_shapes(folder / WEIGHTS_NAME))
+            differences = describe_mismatch(model, weight_shapes(folder / WEIGHTS_NAME))
         except Exception:  # an unreadable file: model.py's message already says so
             differences = []
         if differences:

@@ -25,6 +25,7 @@ import re
 import sys
 from pathlib import Path
 
+import httpx2  # huggingface_hub's HTTP client (a dependency of huggingface-hub 2.x)
 from huggingface_hub import HfApi, get_token
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -99,6 +100,24 @@ def _http_error(exc: HfHubHTTPError, repo_id: str, branch: str | None) -> PushEr
     return PushError(f"the Hub refused the push to {repo_id} (HTTP {status}): {exc}")
 
 
+def check_can_push(repo_id: str, *, branch: str | None = None, token: str | None = None) -> str:
+    """Check what a push needs before any work is done; return the token to use.
+
+    Meant for ``python -m train --push-to-hub`` to call before its first epoch, so a missing
+    login fails in a second rather than after hours of training. Makes no network call.
+    """
+    if not _REPO_RE.match(repo_id or ""):
+        raise PushError(f"repo id {repo_id!r} must be of the form user/repo (or organisation/repo)")
+    if branch is not None and not branch.strip():
+        raise PushError("the branch name is empty: pass --branch NAME or leave it out to push to main")
+    token = token or get_token()
+    if not token:
+        raise PushError(f"no Hugging Face token found, so nothing can be pushed to {repo_id}: {LOGIN_HINT}")
+    if hub_constants.HF_HUB_OFFLINE:
+        raise PushError("HF_HUB_OFFLINE=1 is set, so the Hub cannot be reached: unset HF_HUB_OFFLINE to push")
+    return token
+
+
 def default_commit_message(folder: Path) -> str:
     return f"Upload lungdemo model ({folder.resolve().parent.name}/{folder.name})"
 
@@ -120,15 +139,9 @@ def push_folder(
     """
     if not _REPO_RE.match(repo_id or ""):
         raise PushError(f"repo id {repo_id!r} must be of the form user/repo (or organisation/repo)")
-    if branch is not None and not branch.strip():
-        raise PushError("the branch name is empty: pass --branch NAME or leave it out to push to main")
     folder = resolve_model_folder(folder)
     validate_folder(folder)
-    token = token or get_token()
-    if not token:
-        raise PushError(f"no Hugging Face token found, so nothing can be pushed to {repo_id}: {LOGIN_HINT}")
-    if hub_constants.HF_HUB_OFFLINE:
-        raise PushError("HF_HUB_OFFLINE=1 is set, so the Hub cannot be reached: unset HF_HUB_OFFLINE to push")
+    token = check_can_push(repo_id, branch=branch, token=token)
     refresh_card(folder, repo_id)
 
     api = HfApi(token=token)
@@ -152,6 +165,11 @@ def push_folder(
         )
     except HfHubHTTPError as exc:
         raise _http_error(exc, repo_id, branch) from exc
+    except httpx2.TransportError as exc:
+        raise PushError(
+            f"cannot reach the Hub at {api.endpoint} ({type(exc).__name__}: {exc}): check the network "
+            "connection (and HF_ENDPOINT), then run the push again; it is safe to repeat"
+        ) from exc
     logger.info("pushed %s to %s (%s)", folder, repo_id, commit.commit_url)
     return str(commit.commit_url)
 
@@ -170,6 +188,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore"):  # one line per HTTP request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         url = push_folder(
             args.folder,

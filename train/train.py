@@ -44,6 +44,7 @@ from train.data import CLASS_NAMES, DatasetError, Sample, labels_of, load_images
 from train.engine import predict_logits, train_one_epoch
 from train.evaluate import evaluate_test, format_metrics
 from train.pretrained import PretrainedError, apply_pretrained
+from train.push import PushError
 from train.teacher import TeacherError
 
 logger = logging.getLogger("train")
@@ -422,8 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         logger.info("--resume: continuing with the arguments stored in the checkpoint")
     try:
+        if args.push_to_hub:
+            from train.push import check_can_push
+
+            check_can_push(args.push_to_hub, branch=args.hub_branch)  # fail now, not after training
         folder = run(args, command)
-    except (RunError, DatasetError, PretrainedError, TeacherError) as exc:
+    except (RunError, DatasetError, PretrainedError, TeacherError, PushError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -435,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.push_to_hub:
         from train.push import push_folder
 
-        url = push_folder(folder, args.push_to_hub, private=args.hub_private, branch=args.hub_branch)
+        try:
+            url = push_folder(folder, args.push_to_hub, private=args.hub_private, branch=args.hub_branch)
+        except PushError as exc:
+            print(f"error: the model folder {folder} is complete, but the push failed: {exc}", file=sys.stderr)
+            print(f"retry with: python -m train.push {folder} {args.push_to_hub}", file=sys.stderr)
+            return 2
         print(f"pushed to {url}")
     return 0
