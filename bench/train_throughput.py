@@ -21,11 +21,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lungdemo.model import LungAlexNet  # noqa: E402
-from lungdemo.preprocessing import PreprocessConfig, normalize  # noqa: E402
-from train.augment import AugmentConfig  # noqa: E402
-from train.data import CLASS_NAMES, labels_of, load_images, scan_split  # noqa: E402
-from train.engine import train_one_epoch  # noqa: E402
+from lungdemo.model import LungAlexNet
+from lungdemo.preprocessing import PreprocessConfig, normalize
+from train.augment import AugmentConfig
+from train.data import CLASS_NAMES, labels_of, load_images, scan_split
+from train.engine import train_one_epoch
 
 
 def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, bs: int) -> float:

@@ -192,6 +192,14 @@ class LungAlexNet(
         model.eval()
         return model
 
+    def set_temperature(self, temperature: float) -> None:
+        """Store a fitted softmax temperature; it goes into config.json with the weights."""
+        if not float(temperature) > 0:
+            raise ModelFormatError(f"temperature must be positive, got {temperature!r}")
+        self.temperature = float(temperature)
+        if self._hub_mixin_config is not None:
+            self._hub_mixin_config["temperature"] = self.temperature
+
     def config_dict(self) -> dict[str, Any]:
         """The ``config.json`` content: the ``__init__`` arguments the mixin records."""
         return dict(self._hub_mixin_config or {})

@@ -60,6 +60,26 @@ def training_curves_figure(history: list[dict[str, Any]], best_epoch: int | None
     return fig
 
 
+def reliability_figure(calibration: dict[str, Any], title: str) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin, before and after scaling."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=110)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for key, label in (("bins_uncalibrated", "uncalibrated"), ("bins_calibrated", "temperature-scaled")):
+        ece_key = "ece_" + key.split("_", 1)[1]
+        pts = [(b["confidence"], b["accuracy"]) for b in calibration[key] if b["count"]]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o", label=f"{label} (ECE {calibration[ece_key]:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence of the top class")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}, T = {calibration['temperature']:.2f}")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Figure, path: Path) -> Path:
     path = Path(path)
     fig.savefig(path)

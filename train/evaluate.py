@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lungdemo.calibration import reliability
 from lungdemo.loading import ModelLoadError, load_model
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet
@@ -44,14 +45,20 @@ def check_class_names(model: LungAlexNet, dataset_classes: tuple[str, ...]) -> N
 
 
 def metrics_for(
-    model: LungAlexNet, images: torch.Tensor, labels: torch.Tensor, mask: list[bool] | None = None
+    logits: torch.Tensor, labels: torch.Tensor, class_names: list[str], temperature: float = 1.0
 ) -> dict[str, Any]:
-    """Predict cached slices and compute the metrics (optionally on a subset)."""
-    preds = predict_logits(model, images, model.preprocess_config).argmax(1)
-    if mask is not None:
-        keep = torch.tensor(mask, dtype=torch.bool)
-        preds, labels = preds[keep], labels[keep]
-    return classification_metrics(labels.numpy(), preds.numpy(), model.class_names)
+    """Classification metrics plus calibration (ECE before/after the model's temperature)."""
+    metrics = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), class_names)
+    raw = reliability(torch.softmax(logits, 1).numpy(), labels.numpy())
+    cal = reliability(torch.softmax(logits / temperature, 1).numpy(), labels.numpy())
+    metrics["calibration"] = {
+        "temperature": temperature,
+        "ece_uncalibrated": raw["ece"],
+        "ece_calibrated": cal["ece"],
+        "bins_uncalibrated": raw["bins"],
+        "bins_calibrated": cal["bins"],
+    }
+    return metrics
 
 
 def evaluate_test(
@@ -68,9 +75,12 @@ def evaluate_test(
     images = load_images(test, cfg, cache_dir, desc="decode test")
     labels = labels_of(test)
     mask = leakage_free_mask(splits, data_dir, near_threshold)
+    keep = torch.tensor(mask, dtype=torch.bool)
+    logits = predict_logits(model, images, cfg)
+    t = model.temperature
     return {
-        "test": metrics_for(model, images, labels),
-        "test_leakage_free": metrics_for(model, images, labels, mask),
+        "test": metrics_for(logits, labels, model.class_names, t),
+        "test_leakage_free": metrics_for(logits[keep], labels[keep], model.class_names, t),
         "leakage_free": {"near_threshold": near_threshold, "kept": sum(mask), "dropped": len(mask) - sum(mask)},
     }
 

@@ -33,16 +33,17 @@ import torchvision
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from lungdemo.calibration import fit_temperature
 from lungdemo.folder import write_json, write_model_folder
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet
-from lungdemo.plots import confusion_matrix_figure, save_figure, training_curves_figure
+from lungdemo.plots import confusion_matrix_figure, reliability_figure, save_figure, training_curves_figure
 from lungdemo.preprocessing import RESIZE_POLICIES, PreprocessConfig
 from train import checkpoint as ckpt
 from train.augment import AugmentConfig
 from train.data import CLASS_NAMES, DatasetError, Sample, labels_of, load_images, scan_dataset
 from train.engine import predict_logits, train_one_epoch
-from train.evaluate import evaluate_test, format_metrics
+from train.evaluate import evaluate_test, format_metrics, metrics_for
 from train.pretrained import PretrainedError, apply_pretrained
 from train.push import PushError
 from train.teacher import TeacherError
@@ -105,6 +106,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     opt.add_argument("--no-class-weights", action="store_true", help="unweighted loss (default: balanced weights)")
     opt.add_argument("--patience", type=int, default=10, help="early stopping: epochs without a better val F1")
     opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit a softmax temperature on the validation split (stored in config.json)",
+    )
     opt.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
 
     aug = p.add_argument_group("augmentation (training split only)")
@@ -343,11 +350,14 @@ def run(args: argparse.Namespace, command: str) -> Path:
     model.load_state_dict(ckpt.load_best(ckpt_dir))
     model.eval()
     val_logits = predict_logits(model, x_valid, pre_cfg)
+    if args.calibrate:
+        model.set_temperature(fit_temperature(val_logits, y_valid))
+        logger.info("temperature fitted on validation: %.3f", model.temperature)
     metrics: dict[str, Any] = {
         "class_names": list(CLASS_NAMES),
         "best_epoch": state["best_epoch"],
         "selection": "validation macro-F1",
-        "validation": classification_metrics(y_valid.numpy(), val_logits.argmax(1).numpy(), CLASS_NAMES),
+        "validation": metrics_for(val_logits, y_valid, list(CLASS_NAMES), model.temperature),
     }
     if not args.skip_test:
         test_splits = {k: limit_samples(v, args.limit) for k, v in splits.items()}
@@ -390,6 +400,12 @@ def write_outputs(
             if key in metrics:
                 fig = confusion_matrix_figure(metrics[key]["confusion_matrix"], metrics["class_names"], title)
                 figures[name] = save_figure(fig, tmpdir / name)
+        for key, name, title in (
+            ("validation", "reliability_validation.png", "validation"),
+            ("test", "reliability_test.png", "official test"),
+        ):
+            if key in metrics and "calibration" in metrics[key]:
+                figures[name] = save_figure(reliability_figure(metrics[key]["calibration"], title), tmpdir / name)
         folder = write_model_folder(
             model,
             out / MODEL_DIR,
