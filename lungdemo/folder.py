@@ -54,6 +54,7 @@ def write_model_folder(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)
     try:
         if card is not None:
             (staging / "README.md").write_text(card, encoding="utf-8")

@@ -1,0 +1,117 @@
+"""Export a trained model folder at a storage precision, checked against the float32 model.
+
+    python -m train.export runs/alexnet-1/model lungdemo/shipped_model \\
+        --weights-dtype float16 --data-dir ../shared/data/chest-ct
+
+Halving the weights to float16 halves the folder (the shipped model must stay small), but
+it is only acceptable if predictions do not change: the command predicts the whole test
+split with both models, reports the agreement, refuses to write below ``--min-agreement``,
+and re-evaluates the exported weights so that ``metrics.json`` and the card describe exactly
+the weights in the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from lungdemo.folder import write_model_folder
+from lungdemo.loading import ModelLoadError, load_model_folder
+from lungdemo.model import WEIGHTS_DTYPES, LungAlexNet
+from train.card import render_model_card
+from train.data import DatasetError, load_images, scan_dataset
+from train.engine import predict_logits
+from train.evaluate import evaluate_test
+
+logger = logging.getLogger(__name__)
+
+COPIED = ("training_args.json", "history.json")
+
+
+def cast_model(model: LungAlexNet, dtype: str) -> LungAlexNet:
+    """A copy of ``model`` whose stored weights are ``dtype`` (kept in float32 for compute)."""
+    config = {**model.config_dict(), "weights_dtype": dtype}
+    out = LungAlexNet(**config)
+    with tempfile.TemporaryDirectory() as tmp:
+        out.load_state_dict(model.state_dict())
+        out._save_pretrained(Path(tmp))  # rounds to dtype on disk
+        out.load_weights_file(Path(tmp) / "model.safetensors")
+    return out.eval()
+
+
+def export(
+    src: Path, dst: Path, dtype: str, data_dir: Path, cache_dir: Path, min_agreement: float, command: str
+) -> dict:
+    model, _ = load_model_folder(src)
+    exported = cast_model(model, dtype)
+    splits = scan_dataset(data_dir)
+    images = load_images(splits["test"], model.preprocess_config, cache_dir, desc="decode test")
+    ref = predict_logits(model, images, model.preprocess_config).argmax(1)
+    new = predict_logits(exported, images, model.preprocess_config).argmax(1)
+    agreement = float((ref == new).float().mean())
+    if agreement < min_agreement:
+        raise RuntimeError(
+            f"{dtype} weights agree with float32 on {agreement:.4f} of test slices, "
+            f"below --min-agreement {min_agreement}"
+        )
+    source = json.loads((src / "metrics.json").read_text())
+    metrics = dict(source)
+    metrics.update(evaluate_test(exported, splits, data_dir, cache_dir=cache_dir))
+    metrics["export"] = {
+        "weights_dtype": dtype,
+        "test_agreement_with_float32": agreement,
+        "test_slices": len(ref),
+        "float32_metrics": {
+            k: {"accuracy": source[k]["accuracy"], "macro_f1": source[k]["macro"]["f1"]}
+            for k in ("test", "test_leakage_free")
+            if k in source
+        },
+        "command": command,
+    }
+    json_files = {"metrics.json": metrics}
+    for name in COPIED:
+        if (src / name).is_file():
+            json_files[name] = json.loads((src / name).read_text())
+    if "training_args.json" in json_files:
+        json_files["training_args.json"]["export_command"] = command
+    pngs = {p.name: p for p in src.glob("*.png")}
+    write_model_folder(exported, dst, json_files=json_files, extra_files=pngs)
+    card = render_model_card(dst)
+    (dst / "README.md").write_text(card, encoding="utf-8")
+    return metrics["export"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
+    p.add_argument("src", type=Path, help="trained model folder (float32)")
+    p.add_argument("dst", type=Path, help="folder to write")
+    p.add_argument("--weights-dtype", choices=sorted(WEIGHTS_DTYPES), default="float16")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/lungdemo"))
+    p.add_argument("--min-agreement", type=float, default=0.995)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = "python -m train.export " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        info = export(
+            args.src, args.dst, args.weights_dtype, args.data_dir, args.cache_dir, args.min_agreement, command
+        )
+    except (ModelLoadError, DatasetError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    size = sum(f.stat().st_size for f in args.dst.iterdir()) / 2**20
+    print(
+        f"wrote {args.dst} ({size:.1f} MiB); {args.weights_dtype} predictions agree with float32 on "
+        f"{info['test_agreement_with_float32']:.4f} of {info['test_slices']} test slices"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
