@@ -292,13 +292,30 @@ def _reproduce_section(training_args: dict[str, Any] | None) -> list[str]:
         out += [f"3. Run the recorded command: `{command}` (adjust `--data-dir` to where the data is)."]
     else:
         out += ["3. Train with `python -m train --data-dir DATA --out runs/NAME` (see the project README)."]
+    step = 4
+    export_command = (training_args or {}).get("export_command")
+    if export_command:
+        out += [
+            f"{step}. Export the trained folder at the stored precision (checked against float32 on the "
+            f"test split): `{export_command}`."
+        ]
+        step += 1
     out += [
-        "4. Evaluate any model reference with `python -m train.evaluate --model FOLDER_OR_REPO --data-dir DATA`.",
+        f"{step}. Evaluate any model reference with `python -m train.evaluate --model FOLDER_OR_REPO --data-dir DATA`.",
         "",
-        "Runs are seeded (`--seed`), but CPU thread counts and library versions change floating-point "
-        "results: expect the same numbers to within a point or two, not bit for bit.",
+        "Runs are seeded (`--seed`): on the same machine, thread count and library versions the same "
+        "command gives the same metrics; other CPUs or versions change floating-point results slightly.",
         "",
     ]
+    pretrained = ((training_args or {}).get("pretrained") or {}).get("pretrained")
+    if pretrained == "none":
+        out += [
+            "No ImageNet weights were used for this model: it was trained from random initialisation. "
+            "Where torchvision's ImageNet AlexNet weights can be downloaded (or are supplied as a file), "
+            "train the ImageNet-initialised version with the same command and `--pretrained imagenet` "
+            "(or `--pretrained /path/to/alexnet-owt-7be5be79.pth`).",
+            "",
+        ]
     return out
 
 
