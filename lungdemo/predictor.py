@@ -47,6 +47,21 @@ class Predictor:
         logits = self.model(batch)
         return torch.softmax(logits / self.model.temperature, dim=1)
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock every forward pass on this model takes (Grad-CAM too), one at a time."""
+        return self._lock
+
+    def probabilities_canonical(self, canon: torch.Tensor) -> torch.Tensor:
+        """``uint8`` ``(N, 1, H, W)`` from :func:`decode_canonical` -> probabilities ``(N, C)``.
+
+        The batch path (:mod:`lungdemo.predict`): the same normalisation and locked forward as
+        :meth:`predict`, one forward pass for the whole batch.
+        """
+        x = normalize(canon, self.cfg)
+        with self._lock:
+            return self.probabilities(x)
+
     def predict(self, source: bytes | str | Path) -> Prediction:
         """Decode, preprocess exactly as evaluation does, and classify one file."""
         canon, info = decode_canonical(source, self.cfg)
