@@ -1,0 +1,394 @@
+"""Serving benchmark: how fast the demo answers, as curl or a browser sees it.
+
+Usage::
+
+    python bench/serve.py --model PATH_OR_USER/REPO [--requests 50] [--clients 8] [--json out.json]
+
+Starts ``python app.py --model X --port P`` as a child process and measures, in one run:
+
+* cold start: from process start to the first answered ``/classify`` request;
+* ``/classify`` latency for one client, p50/p95, over Gradio's plain HTTP API: ``POST
+  /gradio_api/upload``, ``POST /gradio_api/call/classify``, then ``GET`` the event stream
+  ``/gradio_api/call/classify/{event_id}`` until its ``complete`` event;
+* throughput and error count with ``--clients`` concurrent clients;
+* the server's peak RSS (``VmHWM`` in ``/proc/<pid>/status``);
+* the model-only forward time (and decode + preprocess + forward) in this process, on the
+  same slices, interleaved with the single-client requests (the server idle meanwhile);
+* ``gradio_client`` latency beside it: its own polling adds tens of milliseconds per call,
+  so it is reported but not what the targets refer to.
+
+Targets from the issue: API p50 at most 2x model-only, zero errors under load, cold start
+under 6 s. The bench process imports torch and gradio only after the cold start is measured,
+so it does not compete with the server for the CPU while it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python bench/serve.py` from a checkout: import lungdemo from it
+
+SHIPPED_MODEL = REPO / "lungdemo" / "shipped_model"
+EXAMPLES = REPO / "examples"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class Call:
+    """One /classify request over plain HTTP."""
+
+    ok: bool
+    total_s: float
+    upload_s: float
+    error: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): no interpolation between two requests."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def classify_http(http: httpx.Client, data: bytes, name: str) -> Call:
+    """Upload, call, read the event stream: the whole request as a plain HTTP client sees it."""
+    start = time.perf_counter()
+    try:
+        up = http.post("/gradio_api/upload", files={"files": (name, data, "application/octet-stream")})
+        up.raise_for_status()
+        uploaded = time.perf_counter()
+        file_data = {"path": up.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": name}
+        call = http.post("/gradio_api/call/classify", json={"data": [file_data]})
+        call.raise_for_status()
+        event_id = call.json()["event_id"]
+        event = ""
+        with http.stream("GET", f"/gradio_api/call/classify/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.partition(":")[2].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    end = time.perf_counter()
+                    if event == "complete":
+                        return Call(True, end - start, uploaded - start)
+                    return Call(False, end - start, uploaded - start, line.partition(":")[2].strip())
+        return Call(False, time.perf_counter() - start, uploaded - start, f"stream ended without a result ({event})")
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return Call(False, time.perf_counter() - start, 0.0, f"{type(exc).__name__}: {exc}")
+
+
+def peak_rss_mb(pid: int) -> tuple[float, float]:
+    """(peak, current) resident memory of ``pid`` in MiB, from /proc (Linux)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
+
+
+def import_floor_s() -> float:
+    """Seconds a fresh interpreter takes to import torch, torchvision and gradio: the part of
+    the cold start no app code can remove (measured before the server starts)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, torchvision, gradio"], check=True, env=os.environ.copy())
+    return time.perf_counter() - start
+
+
+def start_server(model: str, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    if Path(model).exists():
+        env.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no network
+    log = log_path.open("wb")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--model", model, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, t0
+
+
+def wait_first_answer(
+    proc: subprocess.Popen, url: str, image: tuple[str, bytes], t0: float, timeout_s: float
+) -> tuple[float, float]:
+    """Seconds from process start to (first HTTP response, first answered /classify)."""
+    listening = None
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while time.perf_counter() - t0 < timeout_s:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {proc.returncode} before answering")
+            try:
+                http.get("/gradio_api/info", timeout=5)
+            except httpx.HTTPError:
+                time.sleep(0.02)
+                continue
+            if listening is None:
+                listening = time.perf_counter() - t0
+            call = classify_http(http, image[1], image[0])
+            if call.ok:
+                return listening, time.perf_counter() - t0
+            time.sleep(0.02)
+    raise TimeoutError(f"no answer from {url} within {timeout_s:.0f} s")
+
+
+def image_files(paths: Sequence[str]) -> list[Path]:
+    """The image files named, with folders expanded (sorted)."""
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        files += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p]
+    if not files:
+        raise SystemExit(f"no images found in {list(paths)}")
+    return files
+
+
+class InProcess:
+    """The same model in this process: forward pass alone, and decode + preprocess + forward."""
+
+    def __init__(self, model_ref: str, images: list[tuple[str, bytes]]) -> None:
+        import torch
+
+        from lungdemo.loading import load_model
+        from lungdemo.predictor import Predictor
+        from lungdemo.preprocessing import preprocess
+
+        self.torch = torch
+        self.predictor = Predictor(load_model(model_ref))
+        self.inputs = [preprocess(data, self.predictor.cfg).unsqueeze(0) for _, data in images]
+        self.images = images
+        for i in range(2):  # warm-up
+            self.forward(i)
+
+    def forward(self, i: int) -> float:
+        x = self.inputs[i % len(self.inputs)]
+        with self.torch.inference_mode():
+            start = time.perf_counter()
+            self.predictor.model(x)
+            return time.perf_counter() - start
+
+    def predict(self, i: int) -> float:
+        start = time.perf_counter()
+        self.predictor.predict(self.images[i % len(self.images)][1])
+        return time.perf_counter() - start
+
+
+def single_client(url: str, images: list[tuple[str, bytes]], local: InProcess, n: int) -> dict[str, float]:
+    """``n`` sequential API requests, each followed by the same slice in this process.
+
+    Interleaving puts both measurements under the same conditions: on a shared machine the
+    background load drifts, and a ratio of two figures taken minutes apart would measure
+    the drift. The server is idle while this process computes, and the other way round.
+    """
+    calls, forward, full = [], [], []
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for i in range(5):  # warm-up
+            classify_http(http, images[i % len(images)][1], images[i % len(images)][0])
+        for i in range(n):
+            name, data = images[i % len(images)]
+            calls.append(classify_http(http, data, name))
+            forward.append(local.forward(i))
+            full.append(local.predict(i))
+    failed = [c.error for c in calls if not c.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} single-client requests failed, e.g. {failed[0]}")
+    latencies = [c.total_s for c in calls]
+    return {
+        "api_p50_ms": statistics.median(latencies) * 1000,
+        "api_p95_ms": percentile(latencies, 95) * 1000,
+        "upload_p50_ms": statistics.median(c.upload_s for c in calls) * 1000,
+        "model_forward_p50_ms": statistics.median(forward) * 1000,
+        "predict_in_process_p50_ms": statistics.median(full) * 1000,
+        "torch_threads": float(local.torch.get_num_threads()),
+    }
+
+
+def run_load(url: str, images: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, float]:
+    """``clients`` threads, each with its own connection, sharing ``total`` requests."""
+    counter = iter(range(total))
+    lock = threading.Lock()
+    calls: list[Call] = []
+
+    def worker(worker_id: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                name, data = images[(i + worker_id) % len(images)]
+                call = classify_http(http, data, name)
+                with lock:
+                    calls.append(call)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    wall = time.perf_counter() - start
+    ok = [c.total_s for c in calls if c.ok]
+    errors = [c.error for c in calls if not c.ok]
+    if errors:
+        print(f"load errors (first 3): {errors[:3]}", file=sys.stderr)
+    return {
+        "load_requests": float(len(calls)),
+        "load_errors": float(len(errors)),
+        "load_throughput_rps": len(ok) / wall,
+        "load_p50_ms": statistics.median(ok) * 1000 if ok else float("nan"),
+        "load_p95_ms": percentile(ok, 95) * 1000 if ok else float("nan"),
+    }
+
+
+def gradio_client_latency(url: str, image_paths: list[Path], n: int) -> dict[str, float]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    times = []
+    for i in range(n + 2):
+        start = time.perf_counter()
+        client.predict(handle_file(str(image_paths[i % len(image_paths)])), api_name="/classify")
+        if i >= 2:  # two warm-up calls
+            times.append(time.perf_counter() - start)
+    return {
+        "gradio_client_p50_ms": statistics.median(times) * 1000,
+        "gradio_client_p95_ms": percentile(times, 95) * 1000,
+    }
+
+
+def table(figures: dict[str, float]) -> str:
+    f = figures
+    ratio = f["api_p50_ms"] / f["model_forward_p50_ms"]
+    rows = [
+        ("cold start: process start -> first answer", f"{f['cold_start_s']:.2f} s", "< 6 s", f["cold_start_s"] < 6),
+        ("  (process start -> HTTP server answering)", f"{f['listening_s']:.2f} s", "", None),
+        *(
+            [("  (import torch, torchvision, gradio alone)", f"{f['import_floor_s']:.2f} s", "", None)]
+            if "import_floor_s" in f
+            else []
+        ),
+        ("/classify p50, 1 client, plain HTTP", f"{f['api_p50_ms']:.1f} ms", "", None),
+        ("/classify p95, 1 client, plain HTTP", f"{f['api_p95_ms']:.1f} ms", "", None),
+        ("  of which upload p50", f"{f['upload_p50_ms']:.1f} ms", "", None),
+        ("model-only forward p50 (this process)", f"{f['model_forward_p50_ms']:.1f} ms", "", None),
+        ("decode+preprocess+forward p50 (this process)", f"{f['predict_in_process_p50_ms']:.1f} ms", "", None),
+        ("ratio API p50 / model-only", f"{ratio:.2f}x", "<= 2x", ratio <= 2),
+        (
+            f"throughput, {int(f['clients'])} concurrent clients",
+            f"{f['load_throughput_rps']:.1f} req/s",
+            "",
+            None,
+        ),
+        ("  latency under load p50 / p95", f"{f['load_p50_ms']:.0f} / {f['load_p95_ms']:.0f} ms", "", None),
+        ("errors under load", f"{int(f['load_errors'])} of {int(f['load_requests'])}", "0", f["load_errors"] == 0),
+        ("server peak RSS", f"{f['peak_rss_mb']:.0f} MiB", "", None),
+        (
+            "gradio_client p50 / p95 (own polling included)",
+            f"{f['gradio_client_p50_ms']:.0f} / {f['gradio_client_p95_ms']:.0f} ms",
+            "",
+            None,
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'metric'.ljust(width)}  {'value':>16}  {'target':>7}  met", "-" * (width + 34)]
+    for name, value, target, met in rows:
+        mark = "" if met is None else ("yes" if met else "NO")
+        lines.append(f"{name.ljust(width)}  {value:>16}  {target:>7}  {mark}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    has_default = SHIPPED_MODEL.is_dir()
+    parser.add_argument(
+        "--model",
+        default=str(SHIPPED_MODEL) if has_default else None,
+        required=not has_default,
+        help="model folder or user/repo[@revision] (default: the shipped model, when it exists)",
+    )
+    parser.add_argument(
+        "--images", nargs="+", default=[str(EXAMPLES)], help="image files or folders (default: examples/)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument("--requests", type=int, default=50, help="sequential requests for p50/p95 (default 50)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients for the load test (default 8)")
+    parser.add_argument("--load-requests", type=int, default=96, help="requests in the load test (default 96)")
+    parser.add_argument("--client-requests", type=int, default=20, help="gradio_client calls (default 20)")
+    parser.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the server")
+    parser.add_argument(
+        "--skip-import-floor", action="store_true", help="do not time `import torch, torchvision, gradio` alone"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    image_paths = image_files(args.images)
+    images = [(p.name, p.read_bytes()) for p in image_paths]
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    figures: dict[str, float] = {"clients": float(args.clients)}
+    log_path = Path(tempfile.mkstemp(prefix="lungdemo-serve-", suffix=".log")[1])
+
+    if not args.skip_import_floor:
+        figures["import_floor_s"] = import_floor_s()
+    proc, t0 = start_server(args.model, port, log_path)
+    try:
+        try:
+            figures["listening_s"], figures["cold_start_s"] = wait_first_answer(
+                proc, url, images[0], t0, args.start_timeout
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"error: {exc}\n--- server log ({log_path}) ---\n{log_path.read_text()[-3000:]}", file=sys.stderr)
+            return 1
+        print(f"server up: cold start {figures['cold_start_s']:.2f} s; measuring...", file=sys.stderr)
+
+        try:
+            figures.update(single_client(url, images, InProcess(args.model, images), args.requests))
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        figures.update(run_load(url, images, args.clients, args.load_requests))
+        figures.update(gradio_client_latency(url, image_paths, args.client_requests))
+        figures["peak_rss_mb"], figures["rss_end_mb"] = peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    figures["ratio_api_p50_to_model"] = figures["api_p50_ms"] / figures["model_forward_p50_ms"]
+    print(f"model: {args.model}; {len(images)} images; torch threads in this process: {int(figures['torch_threads'])}")
+    print(table(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
