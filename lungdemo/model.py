@@ -152,7 +152,10 @@ class LungAlexNet(
                 f"{path} does not fit the config (classes={self.class_names}, hidden={self.hidden}): "
                 + "; ".join(parts)
             )
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        not_float = [f"{k} ({v.dtype})" for k, v in state.items() if not v.is_floating_point()]
+        if not_float:  # load_state_dict would cast integers to float silently: garbage weights
+            raise ModelFormatError(f"{path} holds non-float weights: {not_float[:4]}")
+        bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
         if bad:
             raise ModelFormatError(f"{path} holds non-finite values in {bad[:4]}")
         self.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)

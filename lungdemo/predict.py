@@ -12,9 +12,9 @@ Batched and single predictions can differ in the last bits (the convolution kern
 another order for another batch size: about 1e-8 for a 224 model); the CSV writes each
 probability with all the digits of its float, so nothing is lost on top of that.
 
-A file that cannot be read gets a row with an ``error`` message and the run goes on. DICOM is
-not supported (the project's decoder reads what PIL reads), so ``.dcm`` files in folders are
-not picked up; one named on the command line gets an error row saying so.
+A file that cannot be read gets a row with an ``error`` message and the run goes on. Folders
+and archives are scanned for image files and DICOM (``.dcm``, ``.dicom``); every file is
+decoded by its content, whatever its name.
 
 Zip archives come from users, so they are bounded before anything is decompressed: at most
 ``max_members`` entries and ``max_total_bytes`` uncompressed in all (checked against the
@@ -46,7 +46,7 @@ from lungdemo.preprocessing import DEFAULT_MAX_BYTES, ImageDecodeError, decode_c
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"})
 """File endings picked up from folders and archives (files are still decoded by content)."""
 ZIP_SUFFIX = ".zip"
 MAX_ZIP_MEMBERS = 10_000

@@ -10,14 +10,19 @@ from pathlib import Path
 import torch
 
 from lungdemo.loading import LoadedModel, load_model
-from lungdemo.preprocessing import decode_canonical, normalize
+from lungdemo.preprocessing import WARNING_PREFIX, decode_canonical, normalize
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Prediction:
-    """Class probabilities for one slice, in the model's class order, plus decode notes."""
+    """Class probabilities for one slice, in the model's class order, plus decode notes.
+
+    ``notes`` say how the file was read; those starting with ``WARNING_PREFIX`` (listed first,
+    and in :attr:`warnings`) say the file may not be a chest CT slice at all. They stay in
+    ``notes`` so that everything that shows notes (the page, reports) shows the warnings too.
+    """
 
     probabilities: dict[str, float]
     notes: list[str] = field(default_factory=list)
@@ -25,6 +30,11 @@ class Prediction:
     @property
     def top_class(self) -> str:
         return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The notes that warn the answer may mean little (e.g. a colour photograph)."""
+        return [n for n in self.notes if n.startswith(WARNING_PREFIX)]
 
 
 class Predictor:
@@ -68,4 +78,4 @@ class Predictor:
         x = normalize(canon, self.cfg).unsqueeze(0)
         with self._lock:
             probs = self.probabilities(x)[0].tolist()
-        return Prediction(dict(zip(self.class_names, probs, strict=True)), notes=info.notes)
+        return Prediction(dict(zip(self.class_names, probs, strict=True)), notes=list(info.notes))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from lungdemo.calibration import reliability
 from lungdemo.folder import write_model_folder
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet
@@ -37,6 +38,26 @@ def fake_metrics(seed: int = 0) -> dict:
     y_pred = np.where(rng.random(60) < 0.6, y_true, rng.integers(0, 4, 60))
     m = classification_metrics(y_true, y_pred, TEST_CLASSES)
     m_lf = classification_metrics(y_true[:40], y_pred[:40], TEST_CLASSES)
+    # calibration in the shape train.evaluate.metrics_for writes, from logits whose top class is y_pred
+    logits = rng.normal(0.0, 1.0, (60, 4))
+    logits[np.arange(60), y_pred] = logits.max(axis=1) + rng.uniform(0.1, 3.0, 60)
+
+    def calibration(z: np.ndarray, labels: np.ndarray, temperature: float = 1.5) -> dict:
+        def softmax(x: np.ndarray) -> np.ndarray:
+            e = np.exp(x - x.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+
+        raw, cal = reliability(softmax(z), labels), reliability(softmax(z / temperature), labels)
+        return {
+            "temperature": temperature,
+            "ece_uncalibrated": raw["ece"],
+            "ece_calibrated": cal["ece"],
+            "bins_uncalibrated": raw["bins"],
+            "bins_calibrated": cal["bins"],
+        }
+
+    m["calibration"] = calibration(logits, y_true)
+    m_lf["calibration"] = calibration(logits[:40], y_true[:40])
     return {"class_names": TEST_CLASSES, "best_epoch": 1, "validation": m, "test": m, "test_leakage_free": m_lf}
 
 

@@ -1,4 +1,5 @@
-"""The running web app: launched on 127.0.0.1 and called through its ``/classify`` API.
+"""The running web app: launched on 127.0.0.1 and called through its API (``/classify``,
+``/explain``, ``/batch``).
 
 One server per module (launching takes seconds). Every check compares what a client gets
 with what the evaluation code computes on the same file, or with the message the
@@ -8,6 +9,7 @@ preprocessing code words for a bad file.
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import os
@@ -15,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import zipfile
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +33,14 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from lungdemo import DISCLAIMER
+from lungdemo.gradcam import HEATMAP_NOTE, explain_source
 from lungdemo.loading import load_model
+from lungdemo.predict import csv_columns
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import DEFAULT_MAX_BYTES, preprocess
-from lungdemo.webapp import EXAMPLES_DIR, build_demo, launch_options
-from tests.conftest import make_model_folder
+from lungdemo.webapp import EXAMPLES_DIR, TOP_CLASS_CHOICE, Slice, build_demo, launch_options
+from tests.conftest import TEST_CLASSES, make_model_folder
+from tests.test_report import pdf_info
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.png"))
@@ -344,6 +350,145 @@ def png_bytes_of(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+# --- explain, batch, report ------------------------------------------------------------------
+
+
+def test_explain_endpoint_gives_the_overlay_for_each_class(client: Client, predictor: Predictor) -> None:
+    """/explain: an image of the model's input size per class, different maps for different classes,
+    pixel for pixel the overlay lungdemo.gradcam draws for the same file."""
+    example = EXAMPLES[0]
+    size = predictor.cfg.image_size
+    top = client.predict(handle_file(str(example)), api_name="/classify")["label"]
+    overlays = {}
+    for choice in [TOP_CLASS_CHOICE, *TEST_CLASSES]:
+        path, explained = client.predict(handle_file(str(example)), choice, api_name="/explain")
+        assert explained == (top if choice == TOP_CLASS_CHOICE else choice)
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.mode == "RGB" and img.size == (size, size)
+            overlays[choice] = np.asarray(img)
+        expected = explain_source(predictor, example, explained).overlay()
+        assert np.array_equal(overlays[choice], np.asarray(expected)), choice
+    assert np.array_equal(overlays[TOP_CLASS_CHOICE], overlays[top])
+    for i, a in enumerate(TEST_CLASSES):
+        for b in TEST_CLASSES[i + 1 :]:
+            assert not np.array_equal(overlays[a], overlays[b]), (a, b)
+
+
+def test_explain_endpoint_words_its_errors(client: Client, tmp_path: Path) -> None:
+    with pytest.raises(AppError, match="unknown class 'melanoma'"):
+        client.predict(handle_file(str(EXAMPLES[0])), "melanoma", api_name="/explain")
+    with pytest.raises(AppError) as info:
+        client.predict(handle_file(str(write_bad("empty", tmp_path))), TOP_CLASS_CHOICE, api_name="/explain")
+    assert BAD["empty"] in str(info.value)
+
+
+def make_zip(path: Path, members: list[Path]) -> Path:
+    """A zip with image members in a folder, plus entries the batch must skip."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for member in members:
+            zf.write(member, f"slices/{member.name}")
+        zf.writestr("slices/README.txt", "not a slice")
+        zf.writestr("__MACOSX/slices/._x.png", b"resource fork")
+    return path
+
+
+def test_batch_endpoint_rows_equal_single_predictions(
+    client: Client, server: Server, predictor: Predictor, tmp_path: Path
+) -> None:
+    """/batch on three example slices, a zip of two more and a broken file: one row per slice in
+    input order, probabilities equal to /classify's for the same file, and a CSV with the same values."""
+    zipped = make_zip(tmp_path / "more.zip", EXAMPLES[3:5])
+    broken = write_bad("truncated", tmp_path)
+    inputs = [*EXAMPLES[:3], zipped, broken]
+    table, csv_path = client.predict([handle_file(str(p)) for p in inputs], api_name="/batch")
+
+    columns = csv_columns(TEST_CLASSES)
+    assert table["headers"] == columns
+    rows = [dict(zip(columns, row, strict=True)) for row in table["data"]]
+    names = [p.name for p in EXAMPLES[:3]] + [f"more.zip!slices/{p.name}" for p in EXAMPLES[3:5]] + [broken.name]
+    assert [r["file"] for r in rows] == names
+    for row, path in zip(rows[:5], EXAMPLES[:5], strict=True):
+        single = probabilities(client.predict(handle_file(str(path)), api_name="/classify"))
+        assert_same({c: row[f"p_{c}"] for c in TEST_CLASSES}, single)
+        assert row["predicted_class"] == max(single, key=single.__getitem__)
+        assert row["error"] == ""
+    bad_row = rows[-1]
+    assert bad_row["predicted_class"] == "" and BAD["truncated"] in bad_row["error"]
+    assert all(bad_row[f"p_{c}"] in ("", None) for c in TEST_CLASSES)
+
+    assert Path(csv_path).name == "lungdemo_batch.csv"
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == columns
+        parsed = list(reader)
+    assert [r["file"] for r in parsed] == names
+    for got, row in zip(parsed, rows, strict=True):
+        assert got["predicted_class"] == row["predicted_class"] and got["error"] == row["error"]
+        for c in TEST_CLASSES:
+            value = row[f"p_{c}"]
+            assert (float(got[f"p_{c}"]) == value) if value not in ("", None) else got[f"p_{c}"] == ""
+
+    # the CSV's own temporary folder goes; what was served is Gradio's cached copy
+    outputs = server.demo.lungdemo_outputs
+    written = [Path(p) for p in outputs.pending if p.endswith("lungdemo_batch.csv")]
+    assert written
+    outputs.flush()
+    assert not any(p.exists() or p.parent.exists() for p in written)
+
+
+def test_batch_endpoint_deletes_its_uploads(server: Server) -> None:
+    data = png_bytes_of(slice_gray().rotate(7))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        up = http.post("/gradio_api/upload", files={"files": ("batch_upload.png", data, "image/png")})
+        path = up.json()[0]
+        call = http.post(
+            "/gradio_api/call/batch", json={"data": [[{"path": path, "meta": {"_type": "gradio.FileData"}}]]}
+        )
+        text = http.get(f"/gradio_api/call/batch/{call.json()['event_id']}").text
+    assert "event: complete" in text
+    janitor = server.demo.lungdemo_batch.janitor
+    assert path in janitor.pending
+    janitor.flush()
+    assert not Path(path).exists()
+
+
+def test_report_of_the_session_slice(server: Server, client: Client, tmp_path: Path) -> None:
+    """The report button's function: the session's slice -> a PDF or PNG named after the upload."""
+    classifier = server.demo.lungdemo_classifier
+    source = tmp_path / "scan 7 (copy).png"
+    source.write_bytes(EXAMPLES[1].read_bytes())
+    current = classifier.remember({"path": str(source), "orig_name": source.name, "meta": {"_type": "gradio.FileData"}})
+    assert current == Slice(source.read_bytes(), source.name)
+    api = client.predict(handle_file(str(source)), api_name="/classify")
+
+    pdf = Path(classifier.report(current, TOP_CLASS_CHOICE, "PDF"))
+    assert pdf.name == "scan_7_copy_report.pdf"
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    keywords = pdf_info(data)["Keywords"]
+    assert f"predicted_class={api['label']}" in keywords
+    assert f"heatmap_class={api['label']}" in keywords
+    assert f"file={source.name}" in keywords
+
+    png = Path(classifier.report(current, "normal", "PNG"))
+    assert png.name == "scan_7_copy_report.png"
+    with Image.open(png) as img:
+        text = dict(img.text)
+    assert text["file"] == source.name and text["heatmap_class"] == "normal"
+    assert text["predicted_class"] == api["label"]
+    assert json.loads(text["probabilities"]) == pytest.approx(probabilities(api), abs=TOL)
+
+    server.demo.lungdemo_outputs.flush()
+    assert not pdf.exists() and not pdf.parent.exists() and not png.exists()
+
+
+def test_report_without_a_slice_says_so(server: Server) -> None:
+    from gradio import Error
+
+    with pytest.raises(Error, match="classify a slice first"):
+        server.demo.lungdemo_classifier.report(None, TOP_CLASS_CHOICE, "PDF")
+
+
 # --- page content ------------------------------------------------------------------------
 
 
@@ -388,6 +533,54 @@ def test_evaluation_tab_reads_metrics_json(server: Server) -> None:
     assert plots.render() == plots.render()  # drawn once, reused
 
 
+def test_evaluation_tab_shows_calibration(server: Server) -> None:
+    metrics = json.loads((server.folder / "metrics.json").read_text())
+    comps = components_by_elem_id(server.url)
+    table = comps["calibration-table"]["props"]["value"]["data"]
+    assert [row[0] for row in table] == ["Validation split", "Official test split"]
+    for row, key in zip(table, ["validation", "test"], strict=True):
+        cal = metrics[key]["calibration"]
+        assert row[1:] == [
+            metrics[key]["n"],
+            round(cal["temperature"], 3),
+            round(cal["ece_uncalibrated"], 3),
+            round(cal["ece_calibrated"], 3),
+        ]
+    assert "no calibration results" not in comps["calibration-intro"]["props"]["value"]
+    diagrams = server.demo.lungdemo_reliability_plots
+    assert [split for split, _ in diagrams.splits] == [
+        metrics["validation"]["calibration"],
+        metrics["test"]["calibration"],
+    ]
+    for image in diagrams.render():
+        _, _, encoded = image.plot.partition(",")
+        assert Image.open(io.BytesIO(base64.b64decode(encoded))).width > 200
+    assert comps["reliability-test"]["type"] == "plot"
+
+
+def test_metrics_without_calibration_say_so(tmp_path: Path) -> None:
+    folder = make_model_folder(tmp_path / "model")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for split in metrics.values():
+        if isinstance(split, dict):
+            split.pop("calibration", None)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    demo = build_demo(str(folder), warmup=False)
+    texts = [getattr(b, "value", "") for b in demo.blocks.values() if getattr(b, "elem_id", None) == "no-calibration"]
+    assert texts and "no calibration results" in texts[0]
+    assert demo.lungdemo_reliability_plots is None
+
+    # one split without it: the table shows the other, the text names the missing one
+    metrics = json.loads((make_model_folder(tmp_path / "model2") / "metrics.json").read_text())
+    del metrics["validation"]["calibration"]
+    (tmp_path / "model2" / "metrics.json").write_text(json.dumps(metrics))
+    demo = build_demo(str(tmp_path / "model2"), warmup=False)
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert [row[0] for row in blocks["calibration-table"].value["data"]] == ["Official test split"]
+    assert "no calibration results for `validation`" in blocks["calibration-intro"].value
+    assert len(demo.lungdemo_reliability_plots.render()) == 1
+
+
 def test_folder_without_metrics_says_so(tmp_path: Path) -> None:
     folder = make_model_folder(tmp_path / "model")
     (folder / "metrics.json").unlink()
@@ -409,15 +602,27 @@ def test_about_and_classify_tab_content(server: Server) -> None:
     assert DISCLAIMER in comps["disclaimer"]["props"]["value"]
     assert comps["slice-input"]["type"] == "image"
     assert comps["slice-input"]["props"]["sources"] == ["upload", "clipboard"]
+    assert comps["file-input"]["type"] == "file"
+    assert ".dcm" in comps["file-input"]["props"]["file_types"]
+    assert comps["cam-class"]["props"]["choices"] == [[c, c] for c in [TOP_CLASS_CHOICE, *TEST_CLASSES]]
+    assert HEATMAP_NOTE in comps["heatmap-note"]["props"]["value"]
+    assert comps["batch-input"]["props"]["file_count"] == "multiple"
+    assert ".zip" in comps["batch-input"]["props"]["file_types"]
+    assert comps["batch-table"]["props"]["headers"] == csv_columns(TEST_CLASSES)
     config = httpx.get(f"{server.url.rstrip('/')}/config", timeout=30).json()
     datasets = [c for c in config["components"] if c["type"] == "dataset"]
     assert len(datasets) == 1 and len(datasets[0]["props"]["samples"]) == len(EXAMPLES)
 
 
-def test_api_has_one_public_endpoint(client: Client) -> None:
+def test_api_has_three_public_endpoints(client: Client) -> None:
     info = client.view_api(print_info=False, return_format="dict")
-    assert list(info["named_endpoints"]) == ["/classify"]
-    assert [p["parameter_name"] for p in info["named_endpoints"]["/classify"]["parameters"]] == ["image"]
+    endpoints = info["named_endpoints"]
+    assert list(endpoints) == ["/classify", "/explain", "/batch"]
+    assert [p["parameter_name"] for p in endpoints["/classify"]["parameters"]] == ["image"]
+    assert [p["parameter_name"] for p in endpoints["/explain"]["parameters"]] == ["image", "target_class"]
+    assert [p["parameter_name"] for p in endpoints["/batch"]["parameters"]] == ["files"]
+    assert [r["component"] for r in endpoints["/explain"]["returns"]] == ["Image", "Textbox"]
+    assert [r["component"] for r in endpoints["/batch"]["returns"]] == ["Dataframe", "File"]
 
 
 # --- app.py ------------------------------------------------------------------------------

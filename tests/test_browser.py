@@ -1,15 +1,20 @@
 """The demo in a real browser: Debian's chromium driven by Playwright, against 127.0.0.1.
 
 Uploads a real slice through the page's file input, reads the label the page shows and
-compares it with the API's answer for the same file; checks a bad file's message reaches
-the page; opens the evaluation tab and finds the confusion-matrix plot. Screenshots go to a
-temporary folder (or ``$LUNGDEMO_SCREENSHOTS`` when set), listed in the test output.
+compares it with the API's answer for the same file, sees the Grad-CAM overlay and the
+confidence line, picks another class for the heat map, downloads the report; classifies a
+file through the "upload a file" box; runs a batch of three examples and checks the
+downloaded CSV's rows against the API; checks a bad file's message reaches the page; opens
+the evaluation tab and finds the confusion matrices and reliability diagrams. Screenshots go
+to a temporary folder (or ``$LUNGDEMO_SCREENSHOTS`` when set), listed in the test output.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +24,11 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from playwright.sync_api import expect
 
+from lungdemo.gradcam import HEATMAP_NOTE
+from lungdemo.predict import csv_columns
 from lungdemo.webapp import EXAMPLES_DIR, build_demo, launch_options
-from tests.conftest import make_model_folder
+from tests.conftest import TEST_CLASSES, make_model_folder
+from tests.test_report import pdf_info
 
 pytestmark = pytest.mark.browser
 
@@ -35,6 +43,8 @@ CHROMIUM_ARGS = [
 ]
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.png"))
 TIMEOUT_MS = 60_000
+SIZE = 96  # the conftest model's input size
+TOL = 1e-6
 
 
 def free_port() -> int:
@@ -73,10 +83,13 @@ def page(app_url: str) -> Iterator[object]:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             context = browser.new_context(
-                viewport={"width": 1280, "height": 1000}, permissions=["clipboard-read", "clipboard-write"]
+                viewport={"width": 1280, "height": 1000},
+                permissions=["clipboard-read", "clipboard-write"],
+                accept_downloads=True,
             )
             page = context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)  # answers come from a busy CPU
             page.goto(app_url)
             page.locator("#slice-input").wait_for()
             yield page
@@ -92,10 +105,14 @@ def shown_label(page) -> str:
 
 
 def reset(page) -> None:
-    """Remove the current image (which clears the label) and select the file source again."""
+    """Remove the current image or file (which clears the label) and select the file source again."""
+    page.get_by_role("tab", name="Classify").click()
     remove = page.locator("#slice-input").get_by_role("button", name="Remove Image")
     if remove.count():
         remove.click()
+    clear_file = page.locator("#file-input").get_by_role("button", name="Clear")
+    if clear_file.count():
+        clear_file.click()
     expect(page.get_by_test_id("label-output-value")).to_have_count(0)
     page.locator("#slice-input").get_by_role("button", name="Upload file").click()
     page.locator("#slice-input input[type=file]").wait_for(state="attached")
@@ -106,6 +123,17 @@ def wait_for_label(page, expected: str) -> str:
     return shown_label(page)
 
 
+def wait_for_heatmap_class(page, expected: str) -> None:
+    """The heat-map class box shows ``expected`` (its overlay arrives with it)."""
+    expect(page.locator("#cam-target textarea")).to_have_value(expected, timeout=TIMEOUT_MS)
+
+
+def overlay_src(page) -> str:
+    image = page.locator("#cam-overlay img")
+    image.wait_for(state="visible")
+    return image.get_attribute("src") or ""
+
+
 def test_upload_shows_same_class_as_api(page, app_url: str, shots: Path) -> None:
     slice_path = EXAMPLES[0]
     api = Client(app_url, verbose=False).predict(handle_file(str(slice_path)), api_name="/classify")
@@ -114,8 +142,120 @@ def test_upload_shows_same_class_as_api(page, app_url: str, shots: Path) -> None
     assert wait_for_label(page, api["label"]) == api["label"]
     for row in api["confidences"]:  # every class is listed with its percentage
         page.locator("#probabilities").get_by_text(row["label"], exact=True).first.wait_for()
+    # the heat map of the top class, at the model's input size, with the note beside it
+    wait_for_heatmap_class(page, api["label"])
+    overlay = page.locator("#cam-overlay img")
+    overlay.wait_for(state="visible")
+    expect(overlay).to_have_js_property("naturalWidth", SIZE)
+    expect(page.locator("#heatmap-note")).to_contain_text(HEATMAP_NOTE)
+    # a random-weight model is never sure: the page says so in words
+    top = max(row["confidence"] for row in api["confidences"])
+    assert top < 0.6
+    expect(page.locator("#confidence-note")).to_contain_text("The model is unsure")
+    expect(page.locator("#confidence-note")).to_contain_text(f"{top:.0%}")
     page.screenshot(path=str(shots / "classify.png"), full_page=True, animations="disabled")
     print(f"screenshot: {shots / 'classify.png'}")
+
+
+def test_heatmap_class_picker_and_report_download(page, app_url: str, tmp_path: Path, shots: Path) -> None:
+    """Another class for the heat map, then the one-click report of the slice on the page."""
+    slice_path = EXAMPLES[0]
+    api = Client(app_url, verbose=False).predict(handle_file(str(slice_path)), api_name="/classify")
+    other = next(c for c in TEST_CLASSES if c != api["label"])
+    reset(page)
+    page.locator("#slice-input input[type=file]").set_input_files(str(slice_path))
+    wait_for_label(page, api["label"])
+    wait_for_heatmap_class(page, api["label"])
+    before = overlay_src(page)
+    page.locator("#cam-class input").click()
+    page.get_by_role("option", name=other, exact=True).click()
+    wait_for_heatmap_class(page, other)
+    expect(page.locator("#cam-overlay img")).not_to_have_attribute("src", before)
+
+    with page.expect_download() as download:
+        page.locator("#report-button").click()
+    report = tmp_path / download.value.suggested_filename
+    download.value.save_as(report)
+    assert report.name == f"{slice_path.stem}_report.pdf"
+    data = report.read_bytes()
+    assert data.startswith(b"%PDF")
+    keywords = pdf_info(data)["Keywords"]
+    assert f"file={slice_path.name}" in keywords
+    assert f"predicted_class={api['label']}" in keywords
+    assert f"heatmap_class={other}" in keywords  # the class picked on the page
+    page.locator("#report-file").get_by_test_id("download-link").wait_for(state="visible")
+    page.screenshot(path=str(shots / "report.png"), full_page=True, animations="disabled")
+
+    page.locator("#report-format").get_by_label("PNG").check()
+    with page.expect_download() as download:
+        page.locator("#report-button").click()
+    assert download.value.suggested_filename == f"{slice_path.stem}_report.png"
+    png = tmp_path / "report.png"
+    download.value.save_as(png)
+    with Image.open(png) as img:
+        assert img.format == "PNG" and img.text["heatmap_class"] == other
+
+    # back to the top class: the picker's first entry
+    page.locator("#cam-class input").click()
+    page.get_by_role("option", name="top class", exact=True).click()
+    wait_for_heatmap_class(page, api["label"])
+
+
+def test_file_box_classifies(page, app_url: str) -> None:
+    """The "upload a file" box (for DICOM, which the image box cannot show) runs the same classifier."""
+    slice_path = EXAMPLES[3]
+    api = Client(app_url, verbose=False).predict(handle_file(str(slice_path)), api_name="/classify")
+    reset(page)
+    page.locator("#file-input input[type=file]").set_input_files(str(slice_path))
+    assert wait_for_label(page, api["label"]) == api["label"]
+    wait_for_heatmap_class(page, api["label"])
+    expect(page.locator("#cam-overlay img")).to_have_js_property("naturalWidth", SIZE)
+
+
+def test_file_box_takes_dicom(page, app_url: str, tmp_path: Path) -> None:
+    """A .dcm file (pydicom's bundled CT slice) through the file box: the page shows the API's answer."""
+    from pydicom.data import get_testdata_file
+
+    dcm = tmp_path / "CT_small.dcm"
+    dcm.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    api = Client(app_url, verbose=False).predict(handle_file(str(dcm)), api_name="/classify")
+    reset(page)
+    page.locator("#file-input input[type=file]").set_input_files(str(dcm))
+    assert wait_for_label(page, api["label"]) == api["label"]
+    expect(page.locator("#cam-overlay img")).to_have_js_property("naturalWidth", SIZE)
+
+
+def test_batch_of_three_examples_and_csv_download(page, app_url: str, tmp_path: Path, shots: Path) -> None:
+    client = Client(app_url, verbose=False)
+    slices = EXAMPLES[:3]
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-input input[type=file]").set_input_files([str(p) for p in slices])
+    for p in slices:
+        page.locator("#batch-input").get_by_text(p.stem).first.wait_for()
+    page.locator("#batch-button").click()
+    link = page.locator("#batch-csv").get_by_test_id("download-link")
+    link.wait_for(state="visible")
+    for p in slices:  # one table row per file
+        page.locator("#batch-table").get_by_text(p.name, exact=True).filter(visible=True).first.wait_for()
+    page.screenshot(path=str(shots / "batch.png"), full_page=True, animations="disabled")
+    print(f"screenshot: {shots / 'batch.png'}")
+
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename == "lungdemo_batch.csv"
+    saved = tmp_path / "batch.csv"
+    download.value.save_as(saved)
+    with open(saved, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == csv_columns(TEST_CLASSES)
+        rows = list(reader)
+    assert [r["file"] for r in rows] == [p.name for p in slices]
+    for row, path in zip(rows, slices, strict=True):
+        api = client.predict(handle_file(str(path)), api_name="/classify")
+        single = {c["label"]: c["confidence"] for c in api["confidences"]}
+        for name, p in single.items():
+            assert float(row[f"p_{name}"]) == pytest.approx(p, abs=TOL), (path.name, name)
+        assert row["predicted_class"] == api["label"] and row["error"] == ""
 
 
 def test_example_click_classifies(page, app_url: str) -> None:
@@ -171,6 +311,12 @@ def test_evaluation_tab_shows_confusion_matrix(page, shots: Path) -> None:
     plot.wait_for(state="visible")
     assert plot.evaluate("img => img.naturalWidth") > 200
     page.locator("#confusion-test_leakage_free img").wait_for(state="visible")
+    for key in ("validation", "test"):
+        diagram = page.locator(f"#reliability-{key} img")
+        diagram.wait_for(state="visible")
+        assert diagram.evaluate("img => img.naturalWidth") > 200
+    expect(page.locator("#calibration-table")).to_contain_text("ECE after scaling")
+    expect(page.locator("#calibration-intro")).to_contain_text(re.compile(r"temperature: \S+"))
     page.locator("#metrics-summary").get_by_text("cancer-subtype macro F1").filter(visible=True).first.wait_for()
     page.screenshot(path=str(shots / "evaluation.png"), full_page=True, animations="disabled")
     print(f"screenshot: {shots / 'evaluation.png'}")

@@ -17,11 +17,16 @@ from lungdemo.folder import write_model_folder
 from lungdemo.loading import load_model_folder
 from lungdemo.model import LungAlexNet
 from lungdemo.preprocessing import (
+    COLOURFULNESS_LIMIT,
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
+    LOW_CONTRAST_STD,
+    WARNING_PREFIX,
     ImageDecodeError,
     PreprocessConfig,
     canonical_image,
     canonical_tensor,
+    colourfulness,
     decode_image,
     normalize,
     preprocess,
@@ -268,6 +273,96 @@ def test_max_pixels_is_configurable() -> None:
     cfg = PreprocessConfig(image_size=32, max_pixels=5000)
     with pytest.raises(ImageDecodeError, match="the limit is 5,000"):
         preprocess(data, cfg)
+
+
+def test_file_size_limit_on_bytes() -> None:
+    data = encode(Image.new("L", (8, 8)), "PNG")
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(data + b"\0" * (DEFAULT_MAX_BYTES + 1 - len(data)))
+    assert str(err.value) == "the file is 20,971,521 bytes (20.0 MiB); the limit is 20,971,520 bytes (20 MiB)"
+    with pytest.raises(ImageDecodeError, match=r"the limit is 50 bytes"):
+        decode_image(data, max_bytes=50)
+    assert decode_image(data, max_bytes=len(data))[0].size == (8, 8)
+
+
+def test_file_size_limit_on_a_path_is_checked_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.png"
+    with path.open("wb") as f:
+        f.truncate(DEFAULT_MAX_BYTES + 1)  # sparse: no disk space, no memory
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the oversized file was read"))
+    with pytest.raises(ImageDecodeError, match=r"^the file is 20,971,521 bytes"):
+        decode_image(path)
+
+
+# --- does it look like a CT slice? ---------------------------------------------------------------
+
+
+def photo_like(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
+    """A colour "photograph": blue sky, green field, a yellow sun, a red box, sensor noise."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0.0, 1.0, height)[:, None, None]
+    x = np.linspace(0.0, 1.0, width)[None, :, None]
+    sky = np.array([90.0, 150.0, 235.0]) + y * np.array([60.0, 50.0, -30.0])
+    field = np.array([60.0, 150.0, 50.0]) + x * np.array([40.0, 60.0, 0.0])
+    rgb = np.where(y > 0.6, field, sky) + rng.normal(0.0, 8.0, (height, width, 3))
+    rgb[20:80, 200:260] = (250, 200, 40)
+    rgb[110:190, 40:120] = (200, 40, 40)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def test_colour_photo_gets_a_warning_but_is_decoded() -> None:
+    photo = photo_like()
+    assert colourfulness(photo) > 5 * COLOURFULNESS_LIMIT
+    for fmt in ("PNG", "JPEG"):
+        gray, info = decode_image(encode(photo, fmt))
+        assert gray.mode == "L" and gray.size == photo.size
+        assert len(info.warnings) == 1
+        assert info.warnings[0].startswith(
+            f"{WARNING_PREFIX}this does not look like a CT slice: it is strongly coloured"
+        )
+        assert info.notes[0] == info.warnings[0]
+
+
+def test_transparent_colour_counts_as_black() -> None:
+    """Colour under alpha 0 is invisible, and composited on black like the grayscale is."""
+    rgba = photo_like().convert("RGBA")
+    rgba.putalpha(0)
+    assert colourfulness(rgba) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_gray_slice_gets_no_warning(mode: str) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "adenocarcinoma_1.png"
+    img = Image.open(example).convert(mode)
+    assert colourfulness(img) == 0.0
+    _, info = decode_image(encode(img, "PNG"))
+    assert info.warnings == []
+
+
+def test_uniform_picture_gets_a_warning() -> None:
+    _, info = decode_image(encode(Image.new("RGB", (64, 64), (128, 128, 128)), "PNG"))
+    assert len(info.warnings) == 1 and "almost uniform (contrast 0.0 of 255" in info.warnings[0]
+    noise = np.random.default_rng(0).integers(120, 136, (64, 64), dtype=np.uint8)  # std about 4.6
+    _, info = decode_image(encode(Image.fromarray(noise), "PNG"))
+    assert any("almost uniform" in w for w in info.warnings)
+
+
+@pytest.mark.integration
+def test_no_slice_of_the_dataset_gets_a_warning(data_dir: Path) -> None:
+    """The thresholds are calibrated on these 1000 slices: none of them may be flagged."""
+    files = sorted(p for p in data_dir.rglob("*") if p.is_file())
+    assert len(files) == 1000
+    flagged = {}
+    lowest_spread = 255.0
+    for path in files:
+        gray, info = decode_image(path)
+        if info.warnings:
+            flagged[str(path.relative_to(data_dir))] = info.warnings
+        thumb = gray.copy()
+        thumb.thumbnail((256, 256))
+        lowest_spread = min(lowest_spread, float(np.asarray(thumb, dtype=np.float64).std()))
+    assert flagged == {}
+    assert lowest_spread > 2 * LOW_CONTRAST_STD  # a wide margin, not a near miss
 
 
 # --- framing ------------------------------------------------------------------------------

@@ -25,19 +25,34 @@ BEST = "best.safetensors"
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary name, fsync, rename: ``path`` is always a whole checkpoint.
+
+    A failure while writing (a full disk, an error) removes the partial temporary file and
+    leaves the previous checkpoint as it was; a kill leaves at most the temporary file, which
+    the next save overwrites and nothing reads.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_best(state: dict[str, torch.Tensor], ckpt_dir: Path) -> None:
+    """The best weights so far, written like :func:`save_atomic` (temporary name, rename)."""
     tmp = Path(ckpt_dir) / f".{BEST}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(Path(ckpt_dir) / BEST)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+        tmp.replace(Path(ckpt_dir) / BEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_best(ckpt_dir: Path) -> dict[str, torch.Tensor]:

@@ -149,7 +149,12 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def prepare_out_dir(args: argparse.Namespace) -> None:
-    """Refuse to clobber a finished run; check the folder is writable and has room, now."""
+    """Refuse to clobber a finished run; check the folder has room and is writable, now.
+
+    The disk-space check runs first, on the nearest folder that exists, so a full disk is
+    reported before anything is created (not after an hour of training, and without leaving
+    an empty run folder behind).
+    """
     out: Path = args.out
     model_dir = out / MODEL_DIR
     if args.resume:
@@ -159,17 +164,23 @@ def prepare_out_dir(args: argparse.Namespace) -> None:
         raise RunError(f"{out} already holds a finished run ({model_dir}); pass --overwrite to replace it")
     elif (out / "checkpoints" / ckpt.LAST).exists() and not args.overwrite:
         raise RunError(f"{out} holds an unfinished run: pass --resume to continue it or --overwrite to restart")
+    params = 2_500_000 + 9216 * args.hidden + args.hidden * args.hidden
+    need = params * 4 * 5 + 200 * 2**20  # model + 2 Adam moments + best + folder, plus plots/cache
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError as exc:
+        raise RunError(f"output folder {out} is not usable: {exc.strerror or exc}") from exc
+    if free < need:
+        raise RunError(f"not enough disk space in {out}: {free / 2**20:.0f} MiB free, about {need / 2**20:.0f} needed")
     try:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
             pass
     except OSError as exc:
         raise RunError(f"output folder {out} is not writable: {exc.strerror or exc}") from exc
-    params = 2_500_000 + 9216 * args.hidden + args.hidden * args.hidden
-    need = params * 4 * 5 + 200 * 2**20  # model + 2 Adam moments + best + folder, plus plots/cache
-    free = shutil.disk_usage(out).free
-    if free < need:
-        raise RunError(f"not enough disk space in {out}: {free / 2**20:.0f} MiB free, about {need / 2**20:.0f} needed")
 
 
 def limit_samples(samples: list[Sample], limit: int) -> list[Sample]:
