@@ -48,7 +48,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,19 +262,6 @@ class UploadJanitor:
             if self._timers.get(path) is not timer or self._in_use.get(path):
                 return  # claimed again, or re-scheduled by a later release
             file = Path(path)
-            try:
-                age = time.time() - file.stat().st_mtime
-            except OSError:
-                age = self.grace_s
-            if age < self.grace_s:
-                # Gradio re-places a file on every upload of the same bytes: a client that
-                # uploaded it again just now may still be waiting in the queue. Try later.
-                retry = threading.Timer(self.grace_s - age + 0.5, self._delete)
-                retry.args = (path, retry)
-                retry.daemon = True
-                self._timers[path] = retry
-                retry.start()
-                return
             file.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 file.parent.rmdir()  # Gradio's per-upload hash folder, when now empty

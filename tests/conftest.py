@@ -8,6 +8,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +80,24 @@ def model_folder(tmp_path: Path) -> Path:
 def data_dir() -> Path:
     assert DATA_DIR.is_dir(), f"the real dataset is expected at {DATA_DIR}"
     return DATA_DIR
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(folder: Path) -> Iterator:
+    """The demo on the model ``folder``, served on 127.0.0.1 with the app's launch options."""
+    from lungdemo.webapp import build_demo, launch_options
+
+    demo = build_demo(str(folder))
+    demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_options()
+    )
+    try:
+        yield demo
+    finally:
+        demo.close()

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -38,8 +37,8 @@ from lungdemo.loading import load_model
 from lungdemo.predict import csv_columns
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import DEFAULT_MAX_BYTES, preprocess
-from lungdemo.webapp import EXAMPLES_DIR, TOP_CLASS_CHOICE, Slice, build_demo, launch_options
-from tests.conftest import TEST_CLASSES, make_model_folder
+from lungdemo.webapp import EXAMPLES_DIR, TOP_CLASS_CHOICE, Slice, build_demo
+from tests.conftest import TEST_CLASSES, make_model_folder, running_app
 from tests.test_report import pdf_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,12 +47,6 @@ TOL = 1e-6
 
 
 # --- fixtures ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -70,14 +63,8 @@ def app_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(app_folder: Path) -> Iterator[Server]:
-    demo = build_demo(str(app_folder))
-    demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_options()
-    )
-    try:
+    with running_app(app_folder) as demo:
         yield Server(demo=demo, url=demo.local_url, folder=app_folder)
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")

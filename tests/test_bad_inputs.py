@@ -17,7 +17,6 @@ import io
 import json
 import pickle
 import shutil
-import socket
 import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,20 +33,13 @@ from safetensors.torch import load_file, save_file
 from lungdemo.loading import ModelLoadError, load_model
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import DEFAULT_MAX_BYTES, WARNING_PREFIX
-from lungdemo.webapp import build_demo, launch_options
 from tests.bad_input_corpus import ANSWERED, EXAMPLES, OVERSIZED_REFUSAL, REFUSED, oversized_file
-from tests.conftest import make_model_folder
+from tests.conftest import make_model_folder, running_app
 
 TOL = 1e-6
 
 
 # --- the running app ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -63,14 +55,8 @@ def model_folder_for_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(model_folder_for_app: Path) -> Iterator[Server]:
-    demo = build_demo(str(model_folder_for_app))
-    demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_options()
-    )
-    try:
+    with running_app(model_folder_for_app) as demo:
         yield Server(demo=demo, url=demo.local_url)
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import base64
 import csv
 import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from playwright.sync_api import expect
 
 from lungdemo.gradcam import HEATMAP_NOTE
 from lungdemo.predict import csv_columns
-from lungdemo.webapp import EXAMPLES_DIR, build_demo, launch_options
-from tests.conftest import TEST_CLASSES, make_model_folder
+from lungdemo.webapp import EXAMPLES_DIR
+from tests.conftest import TEST_CLASSES, make_model_folder, running_app
 from tests.test_report import pdf_info
 
 pytestmark = pytest.mark.browser
@@ -47,23 +46,11 @@ SIZE = 96  # the conftest model's input size
 TOL = 1e-6
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = make_model_folder(tmp_path_factory.mktemp("browser") / "model", seed=5)
-    demo = build_demo(str(folder))
-    demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_options()
-    )
-    try:
+    with running_app(folder) as demo:
         yield demo.local_url
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
