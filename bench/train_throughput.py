@@ -70,12 +70,24 @@ def main() -> None:
     for r in range(args.repeats):
         bare.append(bare_loop(model, pre_normalised, labels, opt, args.batch_size))
         t0 = time.perf_counter()
-        train_one_epoch(model, images, labels, criterion=crit, optimizer=opt, pre_cfg=cfg, aug_cfg=aug,
-                        batch_size=args.batch_size, gen=gen, epoch=r + 1)
+        train_one_epoch(
+            model,
+            images,
+            labels,
+            criterion=crit,
+            optimizer=opt,
+            pre_cfg=cfg,
+            aug_cfg=aug,
+            batch_size=args.batch_size,
+            gen=gen,
+            epoch=r + 1,
+        )
         pipe.append(len(images) / (time.perf_counter() - t0))
 
-    print(f"images {len(images)}  size {args.image_size}  batch {args.batch_size}  hidden {args.hidden}  "
-          f"threads {torch.get_num_threads()}  repeats {args.repeats}")
+    print(
+        f"images {len(images)}  size {args.image_size}  batch {args.batch_size}  hidden {args.hidden}  "
+        f"threads {torch.get_num_threads()}  repeats {args.repeats}"
+    )
     print(f"{'loop':32s} {'best img/s':>10s} {'all runs':>24s}")
     print(f"{'bare AlexNet fwd+bwd+step':32s} {max(bare):10.1f} {', '.join(f'{v:.1f}' for v in bare):>24s}")
     print(f"{'project train_one_epoch':32s} {max(pipe):10.1f} {', '.join(f'{v:.1f}' for v in pipe):>24s}")
