@@ -30,12 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lungdemo.folder import write_model_folder  # noqa: E402
+from lungdemo.loading import SHIPPED_MODEL_DIR as SHIPPED_MODEL  # noqa: E402
 from lungdemo.model import LungAlexNet  # noqa: E402
 from lungdemo.predict import collect_sources, predict_files  # noqa: E402
 from lungdemo.predictor import Predictor  # noqa: E402
 from lungdemo.preprocessing import PreprocessConfig, decode_canonical  # noqa: E402
 
-SHIPPED_MODEL = REPO / "lungdemo" / "shipped_model"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest-ct" / "test"
 RANDOM_CLASSES = ["adenocarcinoma", "large_cell_carcinoma", "normal", "squamous_cell_carcinoma"]
 

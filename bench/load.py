@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python bench/load.py` from a checkout: import lungdemo, bench, tests
 
 from bench.serve import (  # noqa: E402  (after the sys.path line above)
-    SHIPPED_MODEL,
+    add_model_argument,
     classify_http,
     free_port,
     peak_rss_mb,
@@ -205,13 +205,7 @@ def report(f: dict[str, float], failures: list[str], rss_series: Sequence[float]
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    has_default = SHIPPED_MODEL.is_dir()
-    parser.add_argument(
-        "--model",
-        default=str(SHIPPED_MODEL) if has_default else None,
-        required=not has_default,
-        help="model folder or user/repo[@revision] (default: the shipped model, when it exists)",
-    )
+    add_model_argument(parser)
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--requests-per-client", type=int, default=64, help="requests per client (default 64)")
     parser.add_argument("--warmup", type=int, default=64, help="warm-up requests before the first RSS (default 64)")

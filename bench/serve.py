@@ -319,8 +319,8 @@ def table(figures: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model``, defaulting to the shipped model when the checkout has one (shared by the benches)."""
     has_default = SHIPPED_MODEL.is_dir()
     parser.add_argument(
         "--model",
@@ -328,6 +328,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         required=not has_default,
         help="model folder or user/repo[@revision] (default: the shipped model, when it exists)",
     )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_argument(parser)
     parser.add_argument(
         "--images", nargs="+", default=[str(EXAMPLES)], help="image files or folders (default: examples/)"
     )

@@ -40,6 +40,8 @@ from lungdemo.model import CONFIG_NAME, WEIGHTS_NAME, LungAlexNet, ModelFormatEr
 logger = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.json"
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "shipped_model"
+"""The model folder shipped inside the package: the default model reference everywhere."""
 CARD_NAME = "README.md"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.png"]
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}

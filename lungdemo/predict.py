@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from lungdemo.loading import LoadedModel, ModelLoadError, load_model
+from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, ModelLoadError, load_model
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import DEFAULT_MAX_BYTES, ImageDecodeError, decode_canonical
 
@@ -53,7 +53,6 @@ MAX_ZIP_MEMBERS = 10_000
 MAX_ZIP_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_FILE_BYTES = DEFAULT_MAX_BYTES
 DEFAULT_BATCH_SIZE = 32
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "shipped_model"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

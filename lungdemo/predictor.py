@@ -75,7 +75,5 @@ class Predictor:
     def predict(self, source: bytes | str | Path) -> Prediction:
         """Decode, preprocess exactly as evaluation does, and classify one file."""
         canon, info = decode_canonical(source, self.cfg)
-        x = normalize(canon, self.cfg).unsqueeze(0)
-        with self._lock:
-            probs = self.probabilities(x)[0].tolist()
+        probs = self.probabilities_canonical(canon.unsqueeze(0))[0].tolist()
         return Prediction(dict(zip(self.class_names, probs, strict=True)), notes=list(info.notes))

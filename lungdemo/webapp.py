@@ -59,7 +59,7 @@ from gradio.components.plot import PlotData
 
 from lungdemo import DISCLAIMER
 from lungdemo.gradcam import HEATMAP_NOTE, explain_source
-from lungdemo.loading import CARD_NAME, METRICS_NAME, LoadedModel, ModelLoadError, load_model
+from lungdemo.loading import CARD_NAME, METRICS_NAME, SHIPPED_MODEL_DIR, LoadedModel, ModelLoadError, load_model
 from lungdemo.predict import InputError, Source, csv_columns, predict_files, probability_column, write_csv, zip_sources
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import DEFAULT_MAX_BYTES, ImageDecodeError, decode_image
@@ -71,8 +71,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SHIPPED_MODEL_DIR = PACKAGE_DIR / "shipped_model"
-"""The model folder shipped inside the package: the default when no reference is given."""
 EXAMPLES_DIR = PACKAGE_DIR.parent / "examples"
 """Example slices in a source checkout (absent from an installed wheel: then no examples)."""
 

@@ -17,7 +17,6 @@ import json
 import logging
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 from lungdemo.folder import write_model_folder
@@ -34,13 +33,10 @@ COPIED = ("training_args.json", "history.json")
 
 
 def cast_model(model: LungAlexNet, dtype: str) -> LungAlexNet:
-    """A copy of ``model`` whose stored weights are ``dtype`` (kept in float32 for compute)."""
-    config = {**model.config_dict(), "weights_dtype": dtype}
-    out = LungAlexNet(**config)
-    with tempfile.TemporaryDirectory() as tmp:
-        out.load_state_dict(model.state_dict())
-        out._save_pretrained(Path(tmp))  # rounds to dtype on disk
-        out.load_weights_file(Path(tmp) / "model.safetensors")
+    """A copy of ``model`` holding exactly what ``dtype`` storage keeps (computed in float32)."""
+    out = LungAlexNet(**{**model.config_dict(), "weights_dtype": dtype})
+    store = WEIGHTS_DTYPES[dtype]
+    out.load_state_dict({k: v.to(store).to(v.dtype) for k, v in model.state_dict().items()})
     return out.eval()
 
 
