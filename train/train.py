@@ -390,6 +390,10 @@ def run(args: argparse.Namespace, command: str) -> Path:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
     }
+    if args.teacher is not None:
+        from train.teacher import teacher_summary
+
+        training_args["teacher"] = teacher_summary(args.teacher)
     return write_outputs(model, args.out, metrics, training_args, state["history"])
 
 
