@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 import train.train as train_mod
@@ -22,7 +23,7 @@ from train.augment import AugmentConfig
 from train.engine import predict_logits, train_one_epoch
 from train.teacher import TeacherError, load_teacher
 
-TEACHER_ARGS = ["--image-size", "64", "--epochs", "1", "--batch-size", "4"]
+TEACHER_ARGS = ["--image-size", "64", "--epochs", "1", "--batch-size", "4", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +152,14 @@ def test_distillation_pulls_the_student_towards_the_teacher() -> None:
     labels_only, teacher_only, mixed = fit(0.0), fit(1.0), fit(0.5)
     assert labels_only.argmax() == 0 and teacher_only.argmax() == 2
     assert labels_only[2] < mixed[2] < teacher_only[2]
+
+
+def test_teacher_training_is_deterministic(tiny_data: Path, teacher_dir: Path, tmp_path: Path) -> None:
+    """The same teacher command gives the same weights, so a card's reproduce steps hold."""
+    out = tmp_path / "again"
+    argv = ["--data-dir", str(tiny_data), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *TEACHER_ARGS]
+    assert teacher_mod.main(argv) == 0
+    first = load_file(str(teacher_dir / teacher_mod.WEIGHTS))
+    second = load_file(str(out / teacher_mod.WEIGHTS))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -88,6 +88,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=RESIZE_POLICIES, default="body_crop_pad")
     p.add_argument("--body-threshold", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     return p
 
 
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    if args.threads:  # results are bit-identical only for the same thread count
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     pre_cfg = PreprocessConfig(image_size=args.image_size, resize=args.resize, body_threshold=args.body_threshold)
