@@ -321,8 +321,9 @@ def _reproduce_section(training_args: dict[str, Any] | None) -> list[str]:
         out += [
             "No ImageNet weights were used to initialise this AlexNet: it was trained from random "
             "initialisation. ImageNet knowledge came in only through the training loss, from the soft "
-            f"predictions of a {teacher.get('architecture') or 'pretrained'} teacher (knowledge distillation; "
-            f"teacher validation macro-F1 {_fmt(teacher.get('val_macro_f1'))}); the teacher is not part of "
+            "predictions of an ImageNet-pretrained teacher network fine-tuned on the training split "
+            f"(knowledge distillation; teacher: {teacher.get('architecture') or 'see training_args.json'}, "
+            f"validation macro-F1 {_fmt(teacher.get('val_macro_f1'))}); the teacher is not part of "
             "this folder and the app never loads it. "
             "Where torchvision's ImageNet AlexNet weights can be downloaded (or are supplied as a file), "
             "train the ImageNet-initialised version with the same command and `--pretrained imagenet` "

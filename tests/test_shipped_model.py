@@ -1,0 +1,49 @@
+"""The model folder shipped in the package: what `python app.py` serves with no options.
+
+Its metrics.json and card make claims (test accuracy, macro-F1, how it was trained); these
+tests check the claims against a fresh evaluation on the real dataset and against the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lungdemo.loading import SHIPPED_MODEL_DIR, load_model
+from train import evaluate
+from train.data import scan_dataset
+
+MAX_BYTES = 30 * 1024 * 1024
+
+
+def test_shipped_folder_is_complete_and_small() -> None:
+    names = {p.name for p in SHIPPED_MODEL_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "metrics.json", "README.md", "training_args.json"} <= names
+    assert not [n for n in names if n.endswith((".pt", ".pth", ".bin", ".pkl"))]  # safetensors only
+    assert sum(p.stat().st_size for p in SHIPPED_MODEL_DIR.rglob("*") if p.is_file()) < MAX_BYTES
+
+
+def test_card_says_how_it_was_trained() -> None:
+    card = (SHIPPED_MODEL_DIR / "README.md").read_text()
+    args = json.loads((SHIPPED_MODEL_DIR / "training_args.json").read_text())
+    assert args["pretrained"]["pretrained"] == "none"
+    assert "No ImageNet weights were used" in card
+    assert "--pretrained imagenet" in card  # how to train the ImageNet-initialised version
+    assert args["command"] in card and args["export_command"] in card
+    if "teacher" in args:
+        assert args["teacher"]["command"] in card
+
+
+@pytest.mark.integration
+def test_stored_test_metrics_are_what_evaluation_gives(data_dir: Path, tmp_path: Path) -> None:
+    """The figures in metrics.json (and so in the card and the app's evaluation tab) are true."""
+    stored = json.loads((SHIPPED_MODEL_DIR / "metrics.json").read_text())
+    loaded = load_model(SHIPPED_MODEL_DIR)
+    result = evaluate.evaluate_test(loaded.model, scan_dataset(data_dir), data_dir, cache_dir=tmp_path / "cache")
+    for key in ("test", "test_leakage_free"):
+        assert result[key]["accuracy"] == pytest.approx(stored[key]["accuracy"], abs=1e-9)
+        assert result[key]["macro"]["f1"] == pytest.approx(stored[key]["macro"]["f1"], abs=1e-9)
+        assert result[key]["confusion_matrix"] == stored[key]["confusion_matrix"]
+    assert result["leakage_free"]["dropped"] == stored["leakage_free"]["dropped"]
