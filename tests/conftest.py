@@ -25,6 +25,18 @@ from lungdemo.preprocessing import PreprocessConfig
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chest-ct"
 TEST_CLASSES = ["adenocarcinoma", "large_cell_carcinoma", "normal", "squamous_cell_carcinoma"]
+INITIAL_TORCH_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads() -> Iterator[None]:
+    """Undo ``--threads N`` of in-process CLI runs, so later tests compute with the default.
+
+    Results are bit-identical only for the same thread count, and some tests compare this
+    process's numbers with a fresh subprocess's.
+    """
+    yield
+    torch.set_num_threads(INITIAL_TORCH_THREADS)
 
 
 def make_model(seed: int = 0, hidden: int = 32, image_size: int = 96, **kwargs) -> LungAlexNet:
