@@ -17,7 +17,7 @@ from torch import nn
 
 import train.train as train_mod
 from lungdemo.preprocessing import PreprocessConfig
-from tests.test_train import error_line, fake_dataset
+from tests.test_train import error_line, fake_dataset, small_args
 from train import teacher as teacher_mod
 from train.augment import AugmentConfig
 from train.engine import predict_logits, train_one_epoch
@@ -66,28 +66,7 @@ def test_student_records_its_teacher_in_args_and_card(
     tiny_data: Path, teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "student"
-    argv = [
-        "--data-dir",
-        str(tiny_data),
-        "--out",
-        str(out),
-        "--image-size",
-        "64",
-        "--hidden",
-        "16",
-        "--epochs",
-        "1",
-        "--pretrained",
-        "none",
-        "--threads",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--teacher",
-        str(teacher_dir),
-        "--distill-alpha",
-        "0.9",
-    ]
+    argv = small_args(tiny_data, out, tmp_path / "cache", "--teacher", str(teacher_dir), "--distill-alpha", "0.9")
     assert train_mod.main(argv) == 0
     args = json.loads((out / "model" / "training_args.json").read_text())
     meta = json.loads((teacher_dir / teacher_mod.META).read_text())

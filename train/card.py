@@ -317,23 +317,20 @@ def _reproduce_section(training_args: dict[str, Any] | None) -> list[str]:
         "",
     ]
     pretrained = ((training_args or {}).get("pretrained") or {}).get("pretrained")
-    if pretrained == "none" and isinstance(teacher, dict):
+    if pretrained == "none":
+        if isinstance(teacher, dict):
+            origin = (
+                "No ImageNet weights were used to initialise this AlexNet: it was trained from random "
+                "initialisation. ImageNet knowledge came in only through the training loss, from the soft "
+                "predictions of an ImageNet-pretrained teacher network fine-tuned on the training split "
+                f"(knowledge distillation; teacher: {teacher.get('architecture') or 'see training_args.json'}, "
+                f"validation macro-F1 {_fmt(teacher.get('val_macro_f1'))}); the teacher is not part of "
+                "this folder and the app never loads it. "
+            )
+        else:
+            origin = "No ImageNet weights were used for this model: it was trained from random initialisation. "
         out += [
-            "No ImageNet weights were used to initialise this AlexNet: it was trained from random "
-            "initialisation. ImageNet knowledge came in only through the training loss, from the soft "
-            "predictions of an ImageNet-pretrained teacher network fine-tuned on the training split "
-            f"(knowledge distillation; teacher: {teacher.get('architecture') or 'see training_args.json'}, "
-            f"validation macro-F1 {_fmt(teacher.get('val_macro_f1'))}); the teacher is not part of "
-            "this folder and the app never loads it. "
-            "Where torchvision's ImageNet AlexNet weights can be downloaded (or are supplied as a file), "
-            "train the ImageNet-initialised version with the same command and `--pretrained imagenet` "
-            "(or `--pretrained /path/to/alexnet-owt-7be5be79.pth`).",
-            "",
-        ]
-    elif pretrained == "none":
-        out += [
-            "No ImageNet weights were used for this model: it was trained from random initialisation. "
-            "Where torchvision's ImageNet AlexNet weights can be downloaded (or are supplied as a file), "
+            origin + "Where torchvision's ImageNet AlexNet weights can be downloaded (or are supplied as a file), "
             "train the ImageNet-initialised version with the same command and `--pretrained imagenet` "
             "(or `--pretrained /path/to/alexnet-owt-7be5be79.pth`).",
             "",
