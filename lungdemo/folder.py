@@ -17,25 +17,16 @@ very end.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from lungdemo.atomic import write_json, write_text
 from lungdemo.model import LungAlexNet
 
 logger = logging.getLogger(__name__)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def write_model_folder(
@@ -57,7 +48,7 @@ def write_model_folder(
     staging.chmod(0o755)
     try:
         if card is not None:
-            (staging / "README.md").write_text(card, encoding="utf-8")
+            write_text(staging / "README.md", card)
         model.save_pretrained(staging)  # keeps an existing README.md
         if card is None:
             (staging / "README.md").unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from lungdemo.folder import write_json
+from lungdemo.atomic import write_json
 from lungdemo.metrics import classification_metrics
 from lungdemo.preprocessing import RESIZE_POLICIES, PreprocessConfig
 from train.augment import AugmentConfig

@@ -34,7 +34,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from lungdemo.calibration import fit_temperature
-from lungdemo.folder import write_json, write_model_folder
+from lungdemo.atomic import write_json
+from lungdemo.folder import write_model_folder
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet
 from lungdemo.plots import confusion_matrix_figure, reliability_figure, save_figure, training_curves_figure
