@@ -1,4 +1,4 @@
-"""DICOM slices through :func:`lungdemo.preprocessing.decode_image`, on pydicom's bundled test files.
+"""DICOM slices through :func:`lungdemo.decode.decode_image`, on pydicom's bundled test files.
 
 Only files shipped inside the pydicom wheel are used (``get_testdata_file`` of a name that is
 not bundled would try to download it). Variants (MONOCHROME1, multi-frame, no pixel data,
@@ -20,8 +20,8 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.sequence import Sequence
 
 import lungdemo.dicom as dicom_mod
+from lungdemo.decode import WARNING_PREFIX, ImageDecodeError, decode_image, is_dicom
 from lungdemo.dicom import LUNG_WINDOW, TRAINED_ON_PNG_NOTE, window
-from lungdemo.preprocessing import WARNING_PREFIX, ImageDecodeError, decode_image, is_dicom
 from tests.conftest import make_model
 
 NOT_AN_IMAGE = "not an image file PIL can read"
