@@ -27,7 +27,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
-from pydicom.uid import UID
+from pydicom.uid import UID, JPEGExtended12Bit
 
 from lungdemo.decoded import WARNING_PREFIX, DecodedInfo, ImageDecodeError
 
@@ -41,6 +41,8 @@ TRAINED_ON_PNG_NOTE = (
     "the model was trained on PNG renderings of CT slices (windowing unknown, not on DICOM): "
     "its answer on a DICOM file may differ from its answer on the same slice exported as PNG"
 )
+EIGHT_BIT_JPEG_PLUGINS = {"pillow"}
+"""pydicom's JPEG plugins that decode 8-bit JPEG Extended only: with no other, 12-bit is refused up front."""
 INFLATE_OVERHEAD_BYTES = 1024 * 1024
 """Room for the non-pixel elements of a deflated dataset, on top of its largest allowed image."""
 
@@ -127,6 +129,10 @@ def read_dicom(data: bytes, max_pixels: int) -> Dataset:
         decoder = get_decoder(syntax)
         if not decoder.is_available:
             raise _no_decoder(syntax.name)
+        bits = _bits_stored(ds)
+        only_8_bit = set(decoder.available_plugins) <= EIGHT_BIT_JPEG_PLUGINS
+        if syntax == JPEGExtended12Bit and bits is not None and bits != 8 and only_8_bit:
+            raise _no_decoder(f"{syntax.name} with {bits}-bit samples")
     return ds
 
 
@@ -135,6 +141,14 @@ def _no_decoder(compression: str) -> ImageDecodeError:
         f"the DICOM pixel data is compressed as {compression}, which this server cannot decode: "
         "send it uncompressed, or as PNG"
     )
+
+
+def _bits_stored(ds: Dataset) -> int | None:
+    """The header's BitsStored (8 when absent), None when it is not a number."""
+    try:
+        return int(ds.get("BitsStored", 8) or 8)
+    except (TypeError, ValueError):
+        return None
 
 
 def image_shape(ds: Dataset) -> tuple[int, int, int]:
