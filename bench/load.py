@@ -166,7 +166,7 @@ def summarize(outcomes: list[Outcome], wall_s: float) -> dict[str, float]:
 
 def server_settings() -> dict[str, float]:
     """The limits that keep the server's memory bounded, as the app is configured."""
-    from lungdemo.preprocessing import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+    from lungdemo.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
     from lungdemo.webapp import DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_UPLOAD_GRACE_S
 
     return {

@@ -174,11 +174,12 @@ class InProcess:
 
         from lungdemo.loading import load_model
         from lungdemo.predictor import Predictor
-        from lungdemo.preprocessing import preprocess
+        from lungdemo.preprocessing import decode_canonical, normalize
 
         self.torch = torch
         self.predictor = Predictor(load_model(model_ref))
-        self.inputs = [preprocess(data, self.predictor.cfg).unsqueeze(0) for _, data in images]
+        cfg = self.predictor.cfg
+        self.inputs = [normalize(decode_canonical(data, cfg)[0], cfg).unsqueeze(0) for _, data in images]
         self.images = images
         for i in range(2):  # warm-up
             self.forward(i)

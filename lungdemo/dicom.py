@@ -1,42 +1,16 @@
-"""DICOM slices: read with pydicom from bytes in memory, rendered like the PNGs the model saw.
+"""DICOM slices: parsed by pydicom from bytes in memory, rendered like the PNGs the model saw.
 
-:func:`lungdemo.preprocessing.decode_image` sends a file here when it carries the DICOM
-prefix ``DICM`` at byte offset 128 (found by content, never by file name). Files without the
-128-byte preamble and prefix are not DICOM to this app: pydicom itself refuses them unless
-``force=True``, which would let it guess at any byte string, so they get the ordinary "not an
-image" message.
+:mod:`lungdemo.decode` sends a file here by content (``DICM`` at byte 128; no ``force=True``
+guessing). Against hostile files: a deflated dataset is inflated with a bound, the pixel count
+is checked from the header before decoding, only the first frame is decoded, and compressions
+without an installed decoder are refused by name.
 
-Every step is a defence against a file made to hurt the server or to mislead the model:
-
-* The file meta group is read first. A *deflated* transfer syntax is inflated by this module
-  with a bound (pydicom would inflate the whole dataset at once: a zip bomb), other
-  compressed syntaxes are refused with a clear message when no decoder is installed.
-* ``Rows * Columns * NumberOfFrames`` is checked against the pixel limit before any pixel
-  data is decoded, and only the first frame is ever decoded.
-* Grayscale values go through the Modality LUT (``RescaleSlope``/``RescaleIntercept``, or a
-  Modality LUT Sequence, or the rescale of an enhanced multi-frame file's functional groups),
-  which for CT gives Hounsfield units.
-
-Windowing, and why. The training images are PNG renderings whose windowing is unknown and not
-even the same across classes. Measured on every third slice of the test split, the 75th
-percentile of the body's gray levels is 64-152 of 255 (median about 120) in the cancer slices
-and 170-222 (median about 200) in the *normal* slices, which come from another source. No
-single window reproduces them, so CT is shown in the standard **lung window, center -600 HU,
-width 1500 HU** (PS3.3 C.11.2.1.2 linear function): it is what radiologists read lung nodules
-in, it keeps lung parenchyma and vessels visible, and it is fixed, so the same scan gives the
-same input whoever exported it. It puts soft tissue near 236, closer to the *normal* renderings
-than to the cancer ones: the model's answers on DICOM may lean towards *normal* for that reason
-alone, which is why every DICOM answer carries :data:`TRAINED_ON_PNG_NOTE`. The file's own
-window (*WindowCenter*/*WindowWidth*) is *not* used for CT: it is whatever the last viewer or
-the scanner preset chose, usually a mediastinal or soft-tissue window (pydicom's bundled
-``693_J2KI.dcm`` stores center 40, width 100), which renders both lungs solid black. Other
-modalities have no Hounsfield scale: their own window is used when present, else the value
-range is stretched, and a warning says the model was trained on CT. Then *MONOCHROME1* (low
-values shown white) is inverted, as a viewer's presentation step does, so the slice looks as it
-does on screen.
-
-Colour DICOM (RGB, YBR, palette colour) is turned into an RGB image and goes on through the
-same colour check and grayscale conversion as a colour PNG.
+CT goes through the Modality LUT to Hounsfield units and is shown in the fixed lung window
+(center -600, width 1500 HU): the training PNGs' windowing is unknown and differs by class, so
+no window reproduces it, and the file's own window (often mediastinal) would render the lungs
+black. That window puts soft tissue near the *normal* renderings' gray, so every DICOM answer
+carries :data:`TRAINED_ON_PNG_NOTE`. Other modalities use their own window (else min-max) and
+get a warning; MONOCHROME1 is inverted; colour goes on as RGB through the colour check.
 """
 
 from __future__ import annotations
@@ -53,18 +27,22 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
-from pydicom.uid import UID
+from pydicom.uid import UID, JPEGExtended12Bit
 
-from lungdemo.preprocessing import WARNING_PREFIX, DecodedInfo, ImageDecodeError
+from lungdemo.decoded import WARNING_PREFIX, DecodedInfo, ImageDecodeError
 
 logger = logging.getLogger(__name__)
 
 LUNG_WINDOW = (-600.0, 1500.0)
-"""(center, width) in Hounsfield units: the standard lung window."""
+"""(center, width) in Hounsfield units: the standard lung window (PS3.3 C.11.2.1.2). The training
+PNGs differ by class: the body's 75th-percentile gray is about 120/255 in cancer slices and 200 in
+*normal* ones (every third test slice); this window puts soft tissue near 236."""
 TRAINED_ON_PNG_NOTE = (
     "the model was trained on PNG renderings of CT slices (windowing unknown, not on DICOM): "
     "its answer on a DICOM file may differ from its answer on the same slice exported as PNG"
 )
+EIGHT_BIT_JPEG_PLUGINS = {"pillow"}
+"""pydicom's JPEG plugins that decode 8-bit JPEG Extended only: with no other, 12-bit is refused up front."""
 INFLATE_OVERHEAD_BYTES = 1024 * 1024
 """Room for the non-pixel elements of a deflated dataset, on top of its largest allowed image."""
 
@@ -150,11 +128,27 @@ def read_dicom(data: bytes, max_pixels: int) -> Dataset:
     if syntax.is_compressed:
         decoder = get_decoder(syntax)
         if not decoder.is_available:
-            raise ImageDecodeError(
-                f"the DICOM pixel data is compressed as {syntax.name}, which this server cannot decode: "
-                "send it uncompressed, or as PNG"
-            )
+            raise _no_decoder(syntax.name)
+        bits = _bits_stored(ds)
+        only_8_bit = set(decoder.available_plugins) <= EIGHT_BIT_JPEG_PLUGINS
+        if syntax == JPEGExtended12Bit and bits is not None and bits != 8 and only_8_bit:
+            raise _no_decoder(f"{syntax.name} with {bits}-bit samples")
     return ds
+
+
+def _no_decoder(compression: str) -> ImageDecodeError:
+    return ImageDecodeError(
+        f"the DICOM pixel data is compressed as {compression}, which this server cannot decode: "
+        "send it uncompressed, or as PNG"
+    )
+
+
+def _bits_stored(ds: Dataset) -> int | None:
+    """The header's BitsStored (8 when absent), None when it is not a number."""
+    try:
+        return int(ds.get("BitsStored", 8) or 8)
+    except (TypeError, ValueError):
+        return None
 
 
 def image_shape(ds: Dataset) -> tuple[int, int, int]:

@@ -40,9 +40,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lungdemo.decode import DEFAULT_MAX_BYTES, ImageDecodeError
 from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, ModelLoadError, load_model
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import DEFAULT_MAX_BYTES, ImageDecodeError, decode_canonical
+from lungdemo.preprocessing import decode_canonical
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
+from lungdemo.decode import WARNING_PREFIX
 from lungdemo.loading import LoadedModel, load_model
-from lungdemo.preprocessing import WARNING_PREFIX, decode_canonical, normalize
+from lungdemo.preprocessing import decode_canonical, normalize
 
 logger = logging.getLogger(__name__)
 

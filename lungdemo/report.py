@@ -30,9 +30,9 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from lungdemo import DISCLAIMER, __version__
+from lungdemo.decode import ImageDecodeError
 from lungdemo.gradcam import HEATMAP_NOTE, explain_source
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import ImageDecodeError
 
 logger = logging.getLogger(__name__)
 

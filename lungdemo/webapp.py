@@ -58,11 +58,11 @@ import numpy as np
 from gradio.components.plot import PlotData
 
 from lungdemo import DISCLAIMER
+from lungdemo.decode import DEFAULT_MAX_BYTES, ImageDecodeError, decode_image
 from lungdemo.gradcam import HEATMAP_NOTE, explain_source
 from lungdemo.loading import CARD_NAME, METRICS_NAME, SHIPPED_MODEL_DIR, LoadedModel, ModelLoadError, load_model
 from lungdemo.predict import InputError, Source, csv_columns, predict_files, probability_column, write_csv, zip_sources
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import DEFAULT_MAX_BYTES, ImageDecodeError, decode_image
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

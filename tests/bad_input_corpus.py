@@ -23,8 +23,8 @@ import pydicom
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from lungdemo.decode import DEFAULT_MAX_BYTES, WARNING_PREFIX
 from lungdemo.dicom import TRAINED_ON_PNG_NOTE
-from lungdemo.preprocessing import DEFAULT_MAX_BYTES, WARNING_PREFIX
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.png"))

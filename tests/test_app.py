@@ -32,11 +32,12 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from lungdemo import DISCLAIMER
+from lungdemo.decode import DEFAULT_MAX_BYTES
 from lungdemo.gradcam import HEATMAP_NOTE, explain_source
 from lungdemo.loading import load_model
 from lungdemo.predict import csv_columns
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import DEFAULT_MAX_BYTES, preprocess
+from lungdemo.preprocessing import canonical_tensor, normalize
 from lungdemo.webapp import EXAMPLES_DIR, TOP_CLASS_CHOICE, Slice, build_demo
 from tests.conftest import TEST_CLASSES, make_model_folder, running_app
 from tests.test_report import pdf_info
@@ -89,10 +90,10 @@ def assert_same(api: dict[str, float], expected: dict[str, float]) -> None:
 
 
 def direct_probabilities(predictor: Predictor, path: Path) -> dict[str, float]:
-    """preprocess() and the model, without the Predictor: the evaluation path spelled out."""
-    model = predictor.model
+    """Decode, frame, normalise and the model, without the Predictor: the evaluation path spelled out."""
+    model, cfg = predictor.model, predictor.model.preprocess_config
     with torch.inference_mode():
-        logits = model(preprocess(path, model.preprocess_config).unsqueeze(0))
+        logits = model(normalize(canonical_tensor(path, cfg), cfg).unsqueeze(0))
         probs = torch.softmax(logits / model.temperature, dim=1)[0].tolist()
     return dict(zip(model.class_names, probs, strict=True))
 

@@ -30,9 +30,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from lungdemo.decode import DEFAULT_MAX_BYTES, WARNING_PREFIX
 from lungdemo.loading import ModelLoadError, load_model
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import DEFAULT_MAX_BYTES, WARNING_PREFIX
 from tests.bad_input_corpus import ANSWERED, EXAMPLES, OVERSIZED_REFUSAL, REFUSED, oversized_file
 from tests.conftest import make_model_folder, running_app
 

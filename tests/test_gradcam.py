@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lungdemo.decode import ImageDecodeError
 from lungdemo.gradcam import CAM_LAYER, explain, explain_source, gradcam, overlay
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import ImageDecodeError, decode_canonical, normalize
+from lungdemo.preprocessing import decode_canonical, normalize
 from tests.conftest import TEST_CLASSES, make_model, make_model_folder
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.png"))

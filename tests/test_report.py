@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from lungdemo import DISCLAIMER
+from lungdemo.decode import ImageDecodeError
 from lungdemo.gradcam import HEATMAP_NOTE
 from lungdemo.loading import LoadedModel, ModelRef, load_model
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import ImageDecodeError
 from lungdemo.report import PAGE_SIZE_IN, PNG_DPI, make_report
 from tests.conftest import TEST_CLASSES, make_model_folder
 

@@ -27,7 +27,7 @@ import imagehash
 import numpy as np
 from tqdm import tqdm
 
-from lungdemo.preprocessing import ImageDecodeError, decode_image, open_image
+from lungdemo.decode import ImageDecodeError, decode_image, open_image
 from train.data import CLASS_NAMES, SPLITS, DatasetError, Sample, scan_dataset
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from lungdemo.preprocessing import ImageDecodeError, PreprocessConfig, canonical_tensor
+from lungdemo.decode import ImageDecodeError
+from lungdemo.preprocessing import PreprocessConfig, canonical_tensor
 
 logger = logging.getLogger(__name__)
 
