@@ -17,12 +17,14 @@ from lungdemo.loading import load_model
 from lungdemo.predict import InputError, csv_columns
 from lungdemo.predictor import Predictor
 from lungdemo.web.batch import BATCH_CSV_NAME, BatchClassifier, batch_sources, batch_uploads, table_rows
-from lungdemo.web.lifecycle import OUTPUT_GRACE_S, UPLOAD_GRACE_S, OutputFiles
+from lungdemo.web.lifecycle import OutputFiles
 from tests.bad_input_corpus import slice_gray
 from tests.conftest import TEST_CLASSES, make_model_folder
 from tests.web_helpers import (
     BAD,
     EXAMPLES,
+    PROMISED_OUTPUT_GRACE_S,
+    PROMISED_UPLOAD_GRACE_S,
     FakeTimers,
     Server,
     assert_same,
@@ -135,7 +137,7 @@ def test_batch_endpoint_rows_equal_single_predictions(client: Client, server: Se
     # the CSV's own temporary folder goes a minute later; what was served is Gradio's cached copy
     written = list(server.state.outputs.root.glob(f"*/{BATCH_CSV_NAME}"))
     assert written and Path(csv_path) not in written
-    TIMERS.advance(OUTPUT_GRACE_S - JUST)
+    TIMERS.advance(PROMISED_OUTPUT_GRACE_S - JUST)
     assert all(p.exists() for p in written)
     TIMERS.advance(2 * JUST)
     assert not any(p.exists() or p.parent.exists() for p in written)
@@ -149,7 +151,7 @@ def test_batch_endpoint_deletes_its_uploads_ten_seconds_after(server: Server) ->
         call = http.post("/gradio_api/call/batch", json={"data": [[file_data(path)]]})
         event, _ = read_events(http, "batch", call.json()["event_id"])
     assert event == "complete"
-    TIMERS.advance(UPLOAD_GRACE_S - JUST)
+    TIMERS.advance(PROMISED_UPLOAD_GRACE_S - JUST)
     assert Path(path).exists()
     TIMERS.advance(2 * JUST)
     assert not Path(path).exists()

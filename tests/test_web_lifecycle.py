@@ -22,13 +22,17 @@ from lungdemo.web.lifecycle import (
     upload_name,
     upload_payload,
 )
-from tests.web_helpers import FakeTimers
+from tests.web_helpers import PROMISED_OUTPUT_GRACE_S, PROMISED_SLICE_TTL_S, PROMISED_UPLOAD_GRACE_S, FakeTimers
 
 JUST = 0.01  # seconds either side of a grace period
 
 
 def test_the_grace_periods_the_readme_states() -> None:
-    assert (UPLOAD_GRACE_S, OUTPUT_GRACE_S, SLICE_TTL_S) == (10.0, 60.0, 3600)
+    assert (UPLOAD_GRACE_S, OUTPUT_GRACE_S, SLICE_TTL_S) == (
+        PROMISED_UPLOAD_GRACE_S,
+        PROMISED_OUTPUT_GRACE_S,
+        PROMISED_SLICE_TTL_S,
+    )
 
 
 def _upload(tmp_path: Path, name: str = "a.png") -> str:
@@ -120,7 +124,7 @@ def test_output_files_are_deleted_after_a_minute() -> None:
         path.write_text("x")
     assert outputs.handed_out(first) == str(first)
     assert timers.scheduled == 1
-    timers.advance(OUTPUT_GRACE_S - JUST)
+    timers.advance(PROMISED_OUTPUT_GRACE_S - JUST)
     assert first.exists()
     timers.advance(2 * JUST)
     assert not first.parent.exists() and second.exists()

@@ -25,6 +25,11 @@ from tests.conftest import running_app
 
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.png"))
 TOL = 1e-6
+PROMISED_UPLOAD_GRACE_S = 10.0
+PROMISED_OUTPUT_GRACE_S = 60.0
+PROMISED_SLICE_TTL_S = 3600.0
+"""What the README promises: uploads deleted about 10 s after use, handed-out files after a minute,
+a tab's slice kept for an hour. Tests hold the app to these numbers, not to its own constants."""
 
 
 # --- a running app ---------------------------------------------------------------------------
