@@ -20,7 +20,7 @@ from lungdemo.folder import (
     write_model_folder,
 )
 from tests.conftest import TEST_CLASSES, make_model
-from tests.hub_server import PickleBomb
+from tests.hub_helpers import PickleBomb
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from huggingface_hub import constants as hub_constants
 from lungdemo.folder import WEIGHTS_NAME
 from lungdemo.loading import ModelLoadError, cache_miss_message, load_model, parse_model_ref
 from tests.conftest import TEST_CLASSES, make_model_folder
-from tests.hub_server import FakeHub, PickleBomb, build_cache, hub_env, run_python, seed_repo, use_hub
+from tests.hub_helpers import PickleBomb, build_cache, hub_env, run_python, seed_repo, use_hub
+from tests.hub_server import FakeHub
 
 SHA_OLD = "1" * 40
 SHA_NEW = "2" * 40

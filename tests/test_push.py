@@ -19,17 +19,8 @@ from huggingface_hub import constants as hub_constants
 from lungdemo.folder import CARD_NAME, CONFIG_NAME, FOLDER_PATTERNS, WEIGHTS_NAME
 from lungdemo.loading import load_model
 from tests.conftest import make_model_folder
-from tests.hub_server import (
-    TOKEN,
-    FakeHub,
-    PickleBomb,
-    committed,
-    git_blob_sha1,
-    hub_env,
-    run_python,
-    sha256,
-    use_hub,
-)
+from tests.hub_helpers import TOKEN, PickleBomb, committed, hub_env, run_python, use_hub
+from tests.hub_server import FakeHub, git_blob_sha1, sha256
 from train.push import PushError, check_can_push, main, push_folder
 
 
