@@ -61,13 +61,16 @@ def write_model_folder(
 
     ``json_files`` maps file names (``metrics.json``) to data; ``extra_files`` maps names in
     the folder to existing files to copy (plots); ``card`` renders ``README.md`` from the
-    folder written so far, so the card appears with the rest or not at all. Returns ``out_dir``.
+    folder written so far (e.g. ``train.card.render_model_card``; the folder already has its
+    final name), so the card appears with the rest or not at all. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o755)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = scratch / out_dir.name  # the final name, for renderers that read it (the card's model name)
     try:
+        staging.mkdir()
+        staging.chmod(0o755)
         model.save_weights(staging / WEIGHTS_NAME)
         write_text(staging / CONFIG_NAME, json.dumps(model.config_dict(), sort_keys=True, indent=2))
         for name, data in (json_files or {}).items():
@@ -77,16 +80,17 @@ def write_model_folder(
         if card is not None:
             write_text(staging / CARD_NAME, card(staging))
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            staging.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            previous = scratch / f"{out_dir.name}.previous"
+            out_dir.rename(previous)
+            try:
+                staging.rename(out_dir)
+            except BaseException:
+                previous.rename(out_dir)
+                raise
         else:
             staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     logger.info("wrote model folder %s", out_dir)
     return out_dir
 

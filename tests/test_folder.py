@@ -48,6 +48,7 @@ def test_json_extra_files_and_a_card_rendered_from_the_folder(tmp_path: Path) ->
     seen: dict[str, object] = {}
 
     def card(staging: Path) -> str:
+        seen["name"] = staging.name
         seen["files"] = sorted(p.name for p in staging.iterdir())
         seen["classes"] = json.loads((staging / CONFIG_NAME).read_text())["class_names"]
         return "# card\n"
@@ -59,7 +60,7 @@ def test_json_extra_files_and_a_card_rendered_from_the_folder(tmp_path: Path) ->
         extra_files={"c.png": plot},
         card=card,
     )
-    assert seen == {"files": ["c.png", CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME], "classes": TEST_CLASSES}
+    assert seen == {"name": "m", "files": ["c.png", CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME], "classes": TEST_CLASSES}
     assert (out / CARD_NAME).read_text() == "# card\n"
     assert json.loads((out / METRICS_NAME).read_text()) == {"a": 1}
     assert (out / "c.png").read_bytes() == plot.read_bytes()
