@@ -80,7 +80,7 @@ def make_model_folder(path: Path, seed: int = 0, **kwargs) -> Path:
     """Write a complete model folder (weights, config, metrics, card) with random weights."""
     model = make_model(seed, **kwargs)
     card = "---\nlibrary_name: lungdemo\n---\n# Test model\n\nRandom weights, for tests only.\n"
-    return write_model_folder(model, path, json_files={"metrics.json": fake_metrics(seed)}, card=card)
+    return write_model_folder(model, path, json_files={"metrics.json": fake_metrics(seed)}, card=lambda _: card)
 
 
 @pytest.fixture
