@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import statistics
+import sys
 from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -27,6 +28,8 @@ import imagehash
 import numpy as np
 from tqdm import tqdm
 
+from lungdemo.atomic import write_json
+from lungdemo.errors import LungdemoError
 from lungdemo.preprocessing import ImageDecodeError, decode_image, open_image
 from train.data import CLASS_NAMES, SPLITS, DatasetError, Sample, scan_dataset
 
@@ -215,13 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = audit_dataset(args.data_dir, args.near_threshold)
-    except DatasetError as exc:
-        print(f"error: {exc}")
+        write_json(args.out, report)
+    except LungdemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(args.out)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print("\n".join(summary_lines(report)))
     print(f"report written to {args.out}")
     return 0
