@@ -77,7 +77,8 @@ def audit_samples(
 ) -> dict[str, Any]:
     """Build the audit report for already-scanned splits."""
     samples = [s for split in splits.values() for s in split]
-    facts = [file_facts(s) for s in tqdm(samples, desc="audit", unit="img", leave=False)]
+    with tqdm(samples, desc="audit", unit="img", leave=False) as bar:  # cleared before an error is shown
+        facts = [file_facts(s) for s in bar]
     report: dict[str, Any] = {"data_dir": str(data_dir), "near_threshold": near_threshold}
 
     counts = {split: {c: sum(1 for s in ss if s.class_name == c) for c in CLASS_NAMES} for split, ss in splits.items()}
