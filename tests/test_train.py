@@ -19,11 +19,10 @@ import train.loop as loop_mod
 import train.train as train_mod
 from lungdemo.loading import load_model
 from lungdemo.preprocessing import PreprocessConfig
-from tests.training_helpers import error_line, fake_dataset, small_args, snapshot
+from tests.training_helpers import error_line, fake_dataset, mirror_subset, small_args, snapshot
 from train import evaluate
 from train.data import CLASS_NAMES, scan_dataset
 from train.scoring import evaluate_test, format_metrics
-from train.train import limit_samples
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["confusion_matrix.png", "confusion_matrix_leakage_free.png", "confusion_matrix_validation.png"]
@@ -96,16 +95,6 @@ def test_reload_keeps_class_names_and_preprocessing(one_epoch_run: Path) -> None
     best = load_file(str(one_epoch_run / "checkpoints" / ckpt.BEST))
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, best[key]), key
-
-
-def mirror_subset(data_dir: Path, dest: Path, limit: int) -> Path:
-    """Symlink exactly the files a ``--limit`` run used into a dataset of the same layout."""
-    for samples in scan_dataset(data_dir).values():
-        for s in limit_samples(samples, limit):
-            target = dest / s.path.relative_to(data_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(s.path)
-    return dest
 
 
 @pytest.mark.integration

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from train.data import scan_dataset
+from train.train import limit_samples
+
 LONG = [
     "adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib",
     "large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa",
@@ -66,3 +69,13 @@ def fake_dataset(root: Path, counts: dict[str, list[int]] | None = None) -> Path
                 small = rng.integers(0, 256, (8, 8), dtype=np.uint8)
                 Image.fromarray(small).resize((80, 72), Image.Resampling.BICUBIC).save(d / f"{i}.png")
     return root
+
+
+def mirror_subset(data_dir: Path, dest: Path, limit: int) -> Path:
+    """Symlink exactly the files a ``--limit`` run used into a dataset of the same layout."""
+    for samples in scan_dataset(data_dir).values():
+        for s in limit_samples(samples, limit):
+            target = dest / s.path.relative_to(data_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(s.path)
+    return dest
