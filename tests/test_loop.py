@@ -107,6 +107,13 @@ def test_resume_config_reads_the_stored_config_with_its_types(tmp_path: Path) ->
     assert resume_config(fresh, "cmd") == (fresh, "cmd")
 
 
+def test_resume_from_a_checkpoint_with_unusable_arguments_is_a_run_error(tmp_path: Path) -> None:
+    args = {**TrainConfig(data_dir=tmp_path, out=tmp_path / "run").to_json(), "epochs": "many"}
+    ckpt.save_atomic({"args": args, "command": "c"}, tmp_path / "run" / "checkpoints" / "last.pt")
+    with pytest.raises(RunError, match="holds unusable arguments: training argument 'epochs': expected int"):
+        resume_config(TrainConfig(data_dir=tmp_path, out=tmp_path / "run", resume=True), "c")
+
+
 def test_prepare_out_dir_refusals(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = TeacherConfig(data_dir=tmp_path, out=out)

@@ -71,7 +71,8 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any) -> None:
+def _add_field(group: Any, f: dataclasses.Field, hint: Any) -> None:
+    """One flag on ``group`` (what ``add_argument_group`` returns)."""
     meta = {k: v for k, v in f.metadata.items() if k != "group"}
     meta.setdefault("help", FIELD_HELP.get(f.name))
     flags = [_flag(f.name), *FLAG_ALIASES.get(f.name, ())]

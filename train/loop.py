@@ -103,7 +103,12 @@ def resume_config(cfg: C, command: str) -> tuple[C, str]:
         return cfg, command
     saved = ckpt.load_last(checkpoint_dir(cfg.out))
     logger.info("--resume: continuing with the arguments stored in the checkpoint")
-    stored = type(cfg).from_json(saved["args"])
+    try:
+        stored = type(cfg).from_json(saved["args"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(
+            f"--resume: the checkpoint in {checkpoint_dir(cfg.out)} holds unusable arguments: {exc}"
+        ) from exc
     return dataclasses.replace(stored, resume=True, overwrite=False), saved["command"]
 
 

