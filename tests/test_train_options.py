@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import train.train as train_mod
 from lungdemo.folder import FOLDER_PATTERNS
 from lungdemo.loading import load_model
 from lungdemo.model import LungAlexNet
+from tests.hub_helpers import hub_env
 from tests.hub_server import FakeHub
 from tests.training_helpers import error_line, fake_dataset, small_args
 from train.config import TrainConfig
@@ -139,21 +139,6 @@ def test_mixup_reaches_every_epoch_and_is_recorded(data: Path, tmp_path: Path, m
 
 
 # --- --push-to-hub ------------------------------------------------------------------------------
-
-
-def hub_env(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    env.update(
-        HF_HOME=str(tmp_path / "hf-home"),
-        HF_ENDPOINT=hub.url,
-        HF_TOKEN="hf_test_token",
-        HF_HUB_OFFLINE="0",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        GRADIO_ANALYTICS_ENABLED="False",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-    )
-    return env
 
 
 def test_push_to_hub_from_a_training_run(data: Path, tmp_path: Path) -> None:
