@@ -53,7 +53,7 @@ def fake_metrics(seed: int = 0) -> dict:
     y_pred = np.where(rng.random(60) < 0.6, y_true, rng.integers(0, 4, 60))
     m = classification_metrics(y_true, y_pred, TEST_CLASSES)
     m_lf = classification_metrics(y_true[:40], y_pred[:40], TEST_CLASSES)
-    # calibration in the shape train.evaluate.metrics_for writes, from logits whose top class is y_pred
+    # calibration in the shape train.scoring.metrics_for writes, from logits whose top class is y_pred
     logits = rng.normal(0.0, 1.0, (60, 4))
     logits[np.arange(60), y_pred] = logits.max(axis=1) + rng.uniform(0.1, 3.0, 60)
 
