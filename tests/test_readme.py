@@ -26,8 +26,6 @@ COMMANDS = (
     "bash .ci/run",
 )
 """The two commands the README opens with: set up and start the demo, run the whole suite."""
-NOT_YET_MERGED = {DOCS / "spaces.md"}
-"""Link targets written on another branch (the Spaces deploy doc); their links are not checked."""
 NUMBER = r"(\d\.\d{3,})"
 """A printed figure: at least three decimals, so that rounding it away to nothing fails too."""
 
@@ -115,8 +113,6 @@ def test_relative_links_point_to_existing_files(doc: Path) -> None:
     for target in relative_links(doc):
         file_part, _, anchor = target.partition("#")
         path = (doc.parent / file_part).resolve()
-        if path in NOT_YET_MERGED:
-            continue
         if not path.exists():
             broken.append(f"{target} (no such file)")
         elif anchor and path.suffix == ".md" and anchor not in anchors(path):
