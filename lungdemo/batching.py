@@ -98,8 +98,8 @@ class MicroBatcher(Generic[R]):
         self._announced = 0
         self._closed = False
         self._batch_sizes: Counter[int] = Counter()
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._name = name
+        self._thread: threading.Thread | None = None  # started by the first item: idle batchers cost no thread
 
     # --- callers ----------------------------------------------------------------------
     def run(self, item: torch.Tensor) -> R:
@@ -151,6 +151,9 @@ class MicroBatcher(Generic[R]):
                 self._cond.notify_all()
                 raise BatcherClosedError("the batcher is closed")
             self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._thread.start()
             self._cond.notify_all()
         job.done.wait()
         if job.error is not None:
@@ -206,7 +209,9 @@ class MicroBatcher(Generic[R]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     @property
     def closed(self) -> bool:
@@ -214,8 +219,8 @@ class MicroBatcher(Generic[R]):
 
     @property
     def alive(self) -> bool:
-        """Whether the worker thread is running (it stops after :meth:`close`)."""
-        return self._thread.is_alive()
+        """Whether the worker thread is running (it starts with the first item, stops after :meth:`close`)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> MicroBatcher[R]:
         return self
@@ -253,10 +258,14 @@ class BatchedPredictor:
 
     def predict(self, source: bytes | str | Path) -> Prediction:
         """What :meth:`Predictor.predict` returns for ``source`` (to the last bits, see the module)."""
+        return self.predict_with_input(source)[0]
+
+    def predict_with_input(self, source: bytes | str | Path) -> tuple[Prediction, torch.Tensor]:
+        """:meth:`predict` and the canonical slice the model saw (``uint8`` ``(1, H, W)``), for reuse."""
         with self.batcher.preparing() as ticket:
             canon, info = decode_canonical(source, self.predictor.cfg)
             probs = ticket.submit(canon)
-        return Prediction(dict(zip(self.class_names, probs, strict=True)), notes=list(info.notes))
+        return Prediction(dict(zip(self.class_names, probs, strict=True)), notes=list(info.notes)), canon
 
     def close(self, timeout: float | None = None) -> None:
         self.batcher.close(timeout)

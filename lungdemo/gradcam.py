@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -179,18 +180,31 @@ def explain_source(predictor: Predictor, source: bytes | str | Path, target_clas
     :class:`~lungdemo.preprocessing.ImageDecodeError` for unreadable files and ``ValueError``
     for a class name the model does not have.
     """
-    classes = list(predictor.class_names)
-    target: int | None = None
-    if target_class is not None:
-        if target_class not in classes:
-            raise ValueError(f"unknown class {target_class!r}: the model's classes are {classes}")
-        target = classes.index(target_class)
+    _target_index(predictor, target_class)  # an unknown class is refused before the file is read
     canon, info = decode_canonical(source, predictor.cfg)
+    return explain_canonical(predictor, canon, target_class, notes=info.notes)
+
+
+def explain_canonical(
+    predictor: Predictor, canon: torch.Tensor, target_class: str | None = None, notes: Sequence[str] = ()
+) -> Explanation:
+    """:func:`explain_source` for a slice already decoded by :func:`decode_canonical` (not decoded twice)."""
+    classes = list(predictor.class_names)
+    target = _target_index(predictor, target_class)
     x = normalize(canon, predictor.cfg).unsqueeze(0)
     with predictor.lock:
         cam, index = gradcam(predictor.model, x, target)
     canonical = Image.fromarray(canon[0].numpy(), mode="L")
-    return Explanation(canonical=canonical, cam=cam, target_index=index, target_class=classes[index], notes=info.notes)
+    return Explanation(canonical=canonical, cam=cam, target_index=index, target_class=classes[index], notes=list(notes))
+
+
+def _target_index(predictor: Predictor, target_class: str | None) -> int | None:
+    classes = list(predictor.class_names)
+    if target_class is None:
+        return None
+    if target_class not in classes:
+        raise ValueError(f"unknown class {target_class!r}: the model's classes are {classes}")
+    return classes.index(target_class)
 
 
 def explain(

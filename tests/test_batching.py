@@ -206,6 +206,15 @@ def test_a_ticket_announced_before_close_is_refused_on_submit() -> None:
     assert not batcher.alive
 
 
+def test_the_worker_starts_with_the_first_item() -> None:
+    batcher = MicroBatcher(sums)
+    assert not batcher.alive  # a demo that never classifies holds no thread
+    assert batcher.run(item(1)) == 16.0
+    assert batcher.alive
+    batcher.close(WAIT_S)
+    assert not batcher.alive
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         MicroBatcher(sums, max_batch_size=0)

@@ -16,6 +16,7 @@ from lungdemo.predictor import Predictor
 from lungdemo.web import demo as web_demo
 from lungdemo.web.about import about_markdown
 from lungdemo.web.demo import (
+    CLASSIFY_CONCURRENCY,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_QUEUE,
     EXAMPLES_DIR,
@@ -73,17 +74,20 @@ def test_api_has_three_public_endpoints(server: Server) -> None:
 
 
 def test_concurrency_the_readme_states(server: Server) -> None:
-    """2 slices at once (classify, explain and the heat-map picker share the slots); batch and report 1 each."""
-    assert DEFAULT_CONCURRENCY == 2 and DEFAULT_MAX_QUEUE == 64
+    """16 classifications at once (they share forward passes), 2 heat maps (explain and the picker share
+    the slots); batch and report 1 each."""
+    assert CLASSIFY_CONCURRENCY == 16 and DEFAULT_CONCURRENCY == 2 and DEFAULT_MAX_QUEUE == 64
     queued = {(fn.api_name, fn.concurrency_id, fn.concurrency_limit) for fn in server.demo.fns.values() if fn.queue}
     named = {(name, cid, limit) for name, cid, limit in queued if name in ("classify", "explain", "batch")}
-    assert named == {("classify", "classify", 2), ("explain", "classify", 2), ("batch", "batch", 1)}
-    assert {cid for _, cid, _ in queued} == {"classify", "batch", "report"}
+    assert named == {("classify", "classify", 16), ("explain", "explain", 2), ("batch", "batch", 1)}
+    assert {cid for _, cid, _ in queued} == {"classify", "explain", "batch", "report"}
+    assert {limit for _, cid, limit in queued if cid == "explain"} == {2}  # the picker too
 
 
-def test_queue_runs_two_holds_64_and_then_says_queue_is_full(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With both slots busy, 64 more requests wait and the next is refused with "Queue is full"."""
-    real_predict = server.state.predictor.predict
+def test_queue_runs_16_holds_64_and_then_says_queue_is_full(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With all 16 classify slots busy, 64 more requests wait and the next is refused with "Queue is full"."""
+    batched = server.state.classifier.batched
+    real_predict = batched.predict_with_input
     release, started = threading.Event(), threading.Semaphore(0)
     running = {"now": 0, "most": 0}
     lock = threading.Lock()
@@ -100,26 +104,27 @@ def test_queue_runs_two_holds_64_and_then_says_queue_is_full(server: Server, mon
             with lock:
                 running["now"] -= 1
 
-    monkeypatch.setattr(server.state.predictor, "predict", busy_predict)
+    monkeypatch.setattr(batched, "predict_with_input", busy_predict)
     with httpx.Client(base_url=server.url, timeout=WAIT_S) as http:
         path = upload(http, EXAMPLES[0].read_bytes(), EXAMPLES[0].name).json()[0]
         body = {"data": [file_data(path)]}
         try:
-            events = [http.post("/gradio_api/call/classify", json=body).json()["event_id"] for _ in range(2)]
-            assert started.acquire(timeout=WAIT_S) and started.acquire(timeout=WAIT_S)
+            slots = CLASSIFY_CONCURRENCY
+            events = [http.post("/gradio_api/call/classify", json=body).json()["event_id"] for _ in range(slots)]
+            assert all(started.acquire(timeout=WAIT_S) for _ in range(slots))
             for _ in range(DEFAULT_MAX_QUEUE):
                 response = http.post("/gradio_api/call/classify", json=body)
                 assert response.status_code == 200, response.text
                 events.append(response.json()["event_id"])
             full = http.post("/gradio_api/call/classify", json=body)
-            assert running == {"now": 2, "most": 2}
+            assert running == {"now": slots, "most": slots}
         finally:
             release.set()
         assert full.status_code == 503
         assert full.json()["detail"] == "Queue is full. Max size is 64 and size is 64."
         for event_id in events:
             assert "event: complete" in http.get(f"/gradio_api/call/classify/{event_id}").text
-    assert running["most"] == 2
+    assert running["most"] == CLASSIFY_CONCURRENCY
 
 
 def page_text(url: str) -> str:

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import numpy as np
 
+from lungdemo.batching import BatchedPredictor
 from lungdemo.decode import ImageDecodeError, decode_image
-from lungdemo.gradcam import explain_source
+from lungdemo.gradcam import explain_canonical, explain_source
 from lungdemo.predictor import Predictor
 from lungdemo.web.lifecycle import OutputFiles, Upload, UploadJanitor, read_upload, upload_name, upload_payload
+from lungdemo.web.recent import Decoded, RecentUploads
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -100,14 +102,25 @@ def cannot_read(exc: ImageDecodeError) -> gr.Error:
 
 
 class Classifier:
-    """``classify`` is ``/classify`` (the label dict alone), ``explain`` is ``/explain``; the rest are page-only."""
+    """``classify`` is ``/classify`` (the label dict alone), ``explain`` is ``/explain``; the rest are page-only.
+
+    Concurrent classifications share forward passes (:class:`BatchedPredictor`). What classify
+    read and decoded is kept briefly (:class:`RecentUploads`), so the page's follow-ups on the
+    same upload (heat map, notes, the session's slice) neither read nor decode it again.
+    """
 
     def __init__(
-        self, predictor: Predictor, janitor: UploadJanitor | None = None, outputs: OutputFiles | None = None
+        self,
+        predictor: Predictor,
+        janitor: UploadJanitor | None = None,
+        outputs: OutputFiles | None = None,
+        batched: BatchedPredictor | None = None,
     ) -> None:
         self.predictor = predictor
         self.janitor = janitor
         self.outputs = outputs or OutputFiles()
+        self.batched = batched or BatchedPredictor(predictor)
+        self.recent = RecentUploads()
 
     @property
     def temperature(self) -> float:
@@ -124,13 +137,15 @@ class Classifier:
             return None
         data = read_upload(upload, self.janitor)
         try:
-            prediction = self.predictor.predict(data)
+            prediction, canonical = self.batched.predict_with_input(data)
         except ImageDecodeError as exc:
             logger.info("rejected upload (%d bytes): %s", len(data), exc)
             raise cannot_read(exc) from exc
         except Exception as exc:
             logger.exception("classification failed")
             raise gr.Error(INTERNAL_ERROR.format("classify this file"), print_exception=False) from exc
+        if isinstance(upload, str):
+            self.recent.put(upload, Decoded(data, canonical, tuple(prediction.notes)))
         return prediction.probabilities
 
     def explain(self, image: Upload, target_class: str | None = TOP_CLASS_CHOICE) -> tuple[Image.Image | None, str]:
@@ -144,6 +159,9 @@ class Classifier:
         upload = upload_payload(image)
         if upload is None:
             return None, ""
+        decoded = self._recent(upload)
+        if decoded is not None:
+            return self._explain(decoded, target_class)
         return self._explain(read_upload(upload, self.janitor), target_class)
 
     def notes(self, image: Upload) -> str:
@@ -151,6 +169,9 @@ class Classifier:
         upload = upload_payload(image)
         if upload is None:
             return ""
+        decoded = self._recent(upload)
+        if decoded is not None:
+            return notes_markdown(decoded.notes)
         try:
             _, info = decode_image(read_upload(upload, self.janitor), self.predictor.cfg.max_pixels)
         except (ImageDecodeError, gr.Error):
@@ -166,7 +187,9 @@ class Classifier:
         upload = upload_payload(image)
         if upload is None:
             return None
-        return Slice(read_upload(upload, self.janitor), upload_name(image))
+        decoded = self._recent(upload)
+        data = decoded.data if decoded is not None else read_upload(upload, self.janitor)
+        return Slice(data, upload_name(image))
 
     def explain_slice(self, current: Slice | None, target_class: str | None) -> tuple[Any, Any]:
         """Heat map of the session's slice for another class (the picker's change event)."""
@@ -197,10 +220,16 @@ class Classifier:
         logger.info("report %s for %s", out.name, current.name)
         return self.outputs.handed_out(out)
 
-    def _explain(self, data: bytes, target_class: str | None) -> tuple[Image.Image, str]:
+    def _recent(self, upload: str | bytes) -> Decoded | None:
+        return self.recent.get(upload) if isinstance(upload, str) else None
+
+    def _explain(self, source: bytes | Decoded, target_class: str | None) -> tuple[Image.Image, str]:
         target = target_class_of(target_class, self.predictor.class_names)
         try:
-            result = explain_source(self.predictor, data, target)
+            if isinstance(source, Decoded):
+                result = explain_canonical(self.predictor, source.canonical, target, source.notes)
+            else:
+                result = explain_source(self.predictor, source, target)
         except ImageDecodeError as exc:
             raise cannot_read(exc) from exc
         except Exception as exc:

@@ -34,8 +34,13 @@ DOWNLOAD_JS = """(file) => {
 }"""
 
 
-def classify_tab(classifier: Classifier, examples: Sequence[Path], concurrency_limit: int) -> None:
-    """Lay out the tab and wire its events (see the module docstring for the chain)."""
+def classify_tab(classifier: Classifier, examples: Sequence[Path], classify_limit: int, explain_limit: int) -> None:
+    """Lay out the tab and wire its events (see the module docstring for the chain).
+
+    Classifications (``classify_limit`` at once) share forward passes; heat maps (a forward and
+    a backward pass each, ``explain_limit`` at once) have their own slots, so they never hold
+    a classification's place.
+    """
     classes = classifier.predictor.class_names
     gr.Markdown(DISCLAIMER_MARKDOWN, elem_id="disclaimer")
     current = gr.State(None, time_to_live=SLICE_TTL_S)
@@ -133,8 +138,8 @@ def classify_tab(classifier: Classifier, examples: Sequence[Path], concurrency_l
             inputs=[source, cam_class],
             outputs=[overlay, cam_target],
             preprocess=False,  # the file untouched, as /classify gets it
-            concurrency_limit=concurrency_limit,
-            concurrency_id="classify",
+            concurrency_limit=explain_limit,
+            concurrency_id="explain",
             **api,
         )
         ok.success(empty_map_markdown, inputs=[overlay, cam_target], outputs=cam_empty, **PAGE_ONLY)
@@ -150,7 +155,7 @@ def classify_tab(classifier: Classifier, examples: Sequence[Path], concurrency_l
         "fn": classifier.classify,
         "outputs": label,
         "preprocess": False,  # the function gets the upload untouched (lifecycle.upload_payload)
-        "concurrency_limit": concurrency_limit,
+        "concurrency_limit": classify_limit,
         "concurrency_id": "classify",
     }
     follow_up(
@@ -181,8 +186,8 @@ def classify_tab(classifier: Classifier, examples: Sequence[Path], concurrency_l
         inputs=[current, cam_class],
         outputs=[overlay, cam_target],
         api_visibility="private",
-        concurrency_limit=concurrency_limit,
-        concurrency_id="classify",
+        concurrency_limit=explain_limit,
+        concurrency_id="explain",
     ).success(empty_map_markdown, inputs=[overlay, cam_target], outputs=cam_empty, **PAGE_ONLY)
     report_button.click(
         report_shown,

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from lungdemo.batching import DEFAULT_MAX_BATCH_SIZE
 from lungdemo.decode import DEFAULT_MAX_BYTES
 from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, ModelLoadError, load_model
 from lungdemo.predictor import Predictor
@@ -26,7 +27,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 """Example slices in a source checkout (absent from an installed wheel: then no examples)."""
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_CONCURRENCY = 2
-"""Requests processed at once: the forward pass is serialised by the Predictor's lock anyway."""
+"""Requests processed at once per event (heat maps; any event without its own limit)."""
+CLASSIFY_CONCURRENCY = DEFAULT_MAX_BATCH_SIZE
+"""``/classify`` requests processed at once: they decode in parallel and share forward passes
+(:mod:`lungdemo.batching`), so a full batch needs this many in flight."""
 DEFAULT_MAX_QUEUE = 64
 """Requests waiting beyond those; the next one is answered "Queue is full"."""
 STATE_SESSION_CAPACITY = 256
@@ -103,7 +107,7 @@ def build_demo(
         batcher = BatchClassifier(predictor, janitor, outputs)
         gr.Markdown(f"# {TITLE}\nModel: {model_label(loaded)}")
         with gr.Tab("Classify", id="classify"):
-            classify_tab(classifier, examples, DEFAULT_CONCURRENCY)
+            classify_tab(classifier, examples, CLASSIFY_CONCURRENCY, DEFAULT_CONCURRENCY)
         with gr.Tab("Batch", id="batch"):
             batch_tab(batcher)
         with gr.Tab("Evaluation", id="evaluation") as tab:
