@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,46 @@ def test_janitor_use_cancels_pending_deletion(tmp_path: Path) -> None:
     assert Path(path).exists()
     timers.advance(2 * JUST)
     assert not Path(path).exists()
+
+
+def _upload_again(path: str) -> None:
+    """What Gradio does when a client uploads the same content: a new file renamed onto the path."""
+    fresh = Path(path).with_name("upload.tmp")
+    fresh.write_bytes(b"x")
+    os.replace(fresh, path)
+
+
+def test_janitor_keeps_a_file_uploaded_again_until_its_request_used_it(tmp_path: Path) -> None:
+    """Client B uploads the file client A used, shortly before A's deletion is due; B's request is still queued."""
+    timers = FakeTimers()
+    janitor = UploadJanitor(UPLOAD_GRACE_S, lambda _p: True, timers)
+    path = _upload(tmp_path)
+    janitor.claim(path)
+    janitor.release(path)
+    timers.advance(UPLOAD_GRACE_S - JUST)
+    _upload_again(path)
+    timers.advance(2 * JUST)
+    assert Path(path).exists()  # not pulled from under B
+    timers.advance(UPLOAD_GRACE_S / 2)
+    janitor.claim(path)  # B's request runs
+    janitor.release(path)
+    timers.advance(UPLOAD_GRACE_S - JUST)
+    assert Path(path).exists()
+    timers.advance(2 * JUST)
+    assert not Path(path).exists()
+
+
+def test_janitor_deletes_a_file_uploaded_again_and_never_used(tmp_path: Path) -> None:
+    timers = FakeTimers()
+    janitor = UploadJanitor(UPLOAD_GRACE_S, lambda _p: True, timers)
+    path = _upload(tmp_path)
+    janitor.claim(path)
+    janitor.release(path)
+    _upload_again(path)
+    timers.advance(UPLOAD_GRACE_S + JUST)
+    assert Path(path).exists()
+    timers.advance(UPLOAD_GRACE_S)  # a grace period after the deletion was first due
+    assert not Path(path).exists() and timers.scheduled == 0
 
 
 def test_janitor_keeps_protected_files(tmp_path: Path) -> None:

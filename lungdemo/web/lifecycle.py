@@ -7,6 +7,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -52,7 +53,10 @@ class UploadJanitor:
     """Deletes files a grace period after their last use.
 
     Gradio names an upload by its content hash, so two clients sending the same file share
-    one path: each use cancels a pending deletion, the last release schedules one.
+    one path: each use cancels a pending deletion, the last release schedules one. A file
+    uploaded again after that release (Gradio writes a new file at the same path) is not
+    deleted from under the request it belongs to, still waiting in the queue: its deletion
+    moves to a grace period after the deletion was due.
     """
 
     def __init__(self, grace_s: float, is_deletable: Callable[[str], bool], timers: Timers | None = None) -> None:
@@ -61,7 +65,7 @@ class UploadJanitor:
         self._timers = timers or ThreadTimers()
         self._lock = threading.Lock()
         self._in_use: dict[str, int] = {}
-        self._scheduled: dict[str, tuple[object, Timer]] = {}
+        self._scheduled: dict[str, tuple[object, Timer, tuple[int, int] | None]] = {}
 
     def claim(self, path: str) -> None:
         """Mark ``path`` in use: cancels its pending deletion."""
@@ -81,21 +85,36 @@ class UploadJanitor:
             self._in_use.pop(path, None)
             if not self._is_deletable(path):
                 return
-            token = object()
-            timer = self._timers.call_later(self.grace_s, lambda: self._delete(path, token))
-            self._scheduled[path] = (token, timer)
+            self._schedule(path)
+
+    def _schedule(self, path: str) -> None:
+        token = object()
+        timer = self._timers.call_later(self.grace_s, lambda: self._delete(path, token))
+        self._scheduled[path] = (token, timer, _identity(path))
 
     def _delete(self, path: str, token: object) -> None:
         with self._lock:
             scheduled = self._scheduled.get(path)
             if scheduled is None or scheduled[0] is not token or self._in_use.get(path):
                 return  # claimed again, or re-scheduled by a later release
+            if _identity(path) not in (scheduled[2], None):
+                self._schedule(path)  # uploaded again since the release: its request has not read it yet
+                return
             file = Path(path)
             file.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 file.parent.rmdir()  # Gradio's per-upload hash folder, when now empty
             del self._scheduled[path]
         logger.debug("deleted %s", path)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """Which file is at ``path`` (inode, modification time); ``None`` when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 class OutputFiles:
