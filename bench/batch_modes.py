@@ -36,7 +36,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serve import EXAMPLES, SHIPPED_MODEL, classify_http, free_port, image_files  # noqa: E402
+from bench.serve import EXAMPLES, SHIPPED_MODEL, classify_http, cpu_seconds, free_port, image_files  # noqa: E402
 
 MODES = ("single", "single16", "micro", "gradio")
 MAX_BATCH = 16
@@ -121,12 +121,6 @@ def measure(url: str, images: list[tuple[str, bytes]], clients: int, total: int)
     return len(latencies) / wall, statistics.median(latencies) * 1000, len(errors)
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_mode(
     mode: str, model: str, images: list[tuple[str, bytes]], clients: Sequence[int], per_client: int, threads: int
 ) -> list:
@@ -150,9 +144,9 @@ def run_mode(
         rows = []
         for n in clients:
             total = per_client * max(n, 4)
-            before = cpu_s(proc.pid)
+            before = cpu_seconds(proc.pid)
             rps, p50, errors = measure(url, images, n, total)
-            rows.append((mode, n, rps, p50, errors, (cpu_s(proc.pid) - before) / total * 1000))
+            rows.append((mode, n, rps, p50, errors, (cpu_seconds(proc.pid) - before) / total * 1000))
         return rows
     finally:
         proc.send_signal(signal.SIGINT)

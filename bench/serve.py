@@ -114,6 +114,12 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def import_floor_s() -> float:
     """Seconds a fresh interpreter takes to import torch, torchvision and gradio: the part of
     the cold start no app code can remove (measured before the server starts)."""
@@ -234,9 +240,13 @@ def single_client(url: str, images: list[tuple[str, bytes]], local: InProcess, n
     }
 
 
-def run_load(url: str, images: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, float]:
-    """Throughput and latency of ``total`` good requests from ``clients`` clients (keys ``c{clients}_...``)."""
+def run_load(url: str, pid: int, images: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, float]:
+    """Throughput, latency and the server's CPU time per request of ``total`` good requests from
+    ``clients`` clients (keys ``c{clients}_...``). CPU time a request says what the server could
+    serve on idle cores, whatever else the machine runs."""
+    before = cpu_seconds(pid)
     figures = _run_load(url, images, clients, total)
+    figures["server_cpu_ms"] = (cpu_seconds(pid) - before) / total * 1000
     return {f"c{clients}_{key}": value for key, value in figures.items()}
 
 
@@ -354,6 +364,7 @@ def table(figures: dict[str, float], clients: Sequence[int]) -> str:
         k = f"c{n}_"
         rows.append((f"throughput, {n} client{'s' if n > 1 else ''}", f"{f[k + 'throughput_rps']:.1f} req/s", "", None))
         rows.append(("  latency p50 / p95", f"{f[k + 'p50_ms']:.0f} / {f[k + 'p95_ms']:.0f} ms", "", None))
+        rows.append(("  server CPU time a request", f"{f[k + 'server_cpu_ms']:.1f} ms", "", None))
         errors = f"{int(f[k + 'errors'])} of {int(f[k + 'requests'])}"
         rows.append(("  errors", errors, "0", f[k + "errors"] == 0))
     if 1 in clients and max(clients) > 1:
@@ -461,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         for clients in args.clients:
             total = max(MIN_LOAD_REQUESTS, args.load_requests * clients)
-            figures.update(run_load(url, images, clients, total))
+            figures.update(run_load(url, proc.pid, images, clients, total))
         if args.mixed:
             figures.update(mixed_memory(url, proc.pid, args.mixed, args.mixed_clients, warmup=MIXED_WARMUP))
         if args.client_requests:
