@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from lungdemo.decode import DEFAULT_MAX_BYTES, ImageDecodeError
+from lungdemo.device import DeviceError, add_device_argument, describe_device, resolve_device
 from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, ModelLoadError, load_model
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import decode_canonical
@@ -309,6 +310,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-zip-bytes", type=int, default=MAX_ZIP_TOTAL_BYTES, help="uncompressed bytes allowed in one zip"
     )
+    add_device_argument(p, env=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -329,21 +331,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
+        device = resolve_device(args.device)  # before the download: a missing GPU fails at once
         loaded = load_model(ref)
-    except ModelLoadError as exc:
+    except (DeviceError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sources = collect_sources(args.inputs, max_members=args.max_zip_members, max_total_bytes=args.max_zip_bytes)
     if not sources:
         print("error: no image files found in the inputs", file=sys.stderr)
         return 2
-    predictor = Predictor(loaded)
+    predictor = Predictor(loaded, device=device)
     with tqdm(total=len(sources), unit="slice", disable=args.no_progress, file=sys.stderr) as bar:
         rows = predict_files(predictor, sources, batch_size=args.batch_size, on_progress=bar.update)
     write_csv(rows, predictor.class_names, args.out)
     failed = sum(1 for r in rows if r["error"])
     counts = Counter(r["predicted_class"] for r in rows if not r["error"])
-    print(f"model: {loaded.description}")
+    print(f"model: {loaded.description} on {describe_device(device)}")
     print(f"{len(rows)} files: {len(rows) - failed} classified, {failed} with errors -> {args.out}")
     for cls in predictor.class_names:
         print(f"  {cls}: {counts.get(cls, 0)}")
