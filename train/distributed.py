@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
@@ -142,6 +143,37 @@ def shard(rows: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return rows[ctx.rank :: ctx.world_size] if ctx.enabled else rows
 
 
+def min_global_batch(ctx: DistContext) -> int:
+    """Smaller global batches are skipped: a batch of 1 cannot be mixed, and every process needs a row."""
+    return max(2, ctx.world_size)
+
+
+def shard_cross_entropy(
+    criterion: nn.CrossEntropyLoss,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    batch_target: torch.Tensor,
+    ctx: DistContext,
+) -> torch.Tensor:
+    """This process's part of ``criterion`` over the global batch whose labels are ``batch_target``.
+
+    ``criterion``'s mean divides by the global batch's total class weight, not the shard's, and
+    the part is multiplied by ``world_size``: DDP averages gradients, so their average is then
+    exactly the gradient of the one-process loss (label smoothing included).
+    """
+    total = F.cross_entropy(
+        logits, target, weight=criterion.weight, label_smoothing=criterion.label_smoothing, reduction="sum"
+    )
+    weight = criterion.weight
+    denom = weight[batch_target].sum() if weight is not None else torch.tensor(float(len(batch_target)))
+    return total / denom.to(total.device) * ctx.world_size
+
+
+def shard_batchmean(per_row_sum: torch.Tensor, batch_size: int, ctx: DistContext) -> torch.Tensor:
+    """A ``batchmean`` term (e.g. distillation's KL) summed over this shard, as a part of the global mean."""
+    return per_row_sum / batch_size * ctx.world_size
+
+
 def eval_sampler(n: int, ctx: DistContext) -> DistributedSampler:
     """Rows ``rank::world_size`` of ``n``, in order, padded so every process has as many."""
     return DistributedSampler(range(n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False)
@@ -153,6 +185,11 @@ def all_sum(value: float | torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.enabled:
         dist.all_reduce(t)
     return t
+
+
+def eval_rows(n: int, ctx: DistContext) -> torch.Tensor:
+    """The row indices :func:`eval_sampler` gives this process (all of ``0..n-1`` for one process)."""
+    return torch.arange(n) if not ctx.enabled else torch.tensor(list(eval_sampler(n, ctx)), dtype=torch.long)
 
 
 def gather_rows(local: torch.Tensor, n: int, ctx: DistContext) -> torch.Tensor:
