@@ -233,3 +233,12 @@ def test_predict_cli_device_from_env(
 
 def test_describe_device_cpu() -> None:
     assert device_mod.describe_device(torch.device("cpu")) == "cpu"
+
+
+@no_cuda
+def test_device_check_bench_without_gpu_says_so() -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/device_check.py"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert run.returncode == 0
+    assert "no CUDA GPU here" in run.stdout and "nothing to check" in run.stdout
