@@ -1,15 +1,9 @@
 """Start the lungdemo web demo: ``python app.py [--model REF] [--host H] [--port P] [--share]``.
 
-``demo`` is built at module level so ``gradio app.py`` (auto-reload) and Hugging Face Spaces
-find it; importing this module therefore loads the model. Every flag has an environment
-variable, which is what Spaces and ``gradio app.py`` reloads use:
-
-* ``--model`` / ``LUNGDEMO_MODEL``: a model folder or ``user/repo[@revision]`` on the Hub
-  (default: the model folder shipped in the package, ``lungdemo/shipped_model``);
-* ``--host`` / ``GRADIO_SERVER_NAME`` (default 127.0.0.1: only this machine);
-* ``--port`` / ``GRADIO_SERVER_PORT`` (default 7860);
-* ``--share`` / ``GRADIO_SHARE=1``: also open a temporary public link through Gradio's
-  share servers (needs internet; without it the local app keeps running).
+``demo`` is built at import so ``gradio app.py`` and Hugging Face Spaces find it. Every flag has
+an environment variable (what Spaces and reloads use): ``LUNGDEMO_MODEL`` (a model folder or
+``user/repo[@revision]``; default the shipped model), ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
+``GRADIO_SERVER_PORT`` (default 7860), ``GRADIO_SHARE=1`` (a temporary public link; needs internet).
 """
 
 from __future__ import annotations
@@ -25,11 +19,17 @@ import sys
 from collections.abc import Sequence
 
 from lungdemo.loading import ModelLoadError
-from lungdemo.webapp import build_demo, launch_options
+from lungdemo.web.demo import build_demo, launch_options
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def fail(message: str) -> SystemExit:
+    """Print ``error: message`` on stderr; the SystemExit to raise carries status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return SystemExit(2)
 
 
 def _env_port() -> int:
@@ -39,7 +39,7 @@ def _env_port() -> int:
     try:
         return int(raw)
     except ValueError:
-        raise SystemExit(f"error: GRADIO_SERVER_PORT must be a port number, got {raw!r}") from None
+        raise fail(f"GRADIO_SERVER_PORT must be a port number, got {raw!r}") from None
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -78,10 +78,10 @@ else:  # imported by `gradio app.py` reloads, Spaces or tests: environment varia
     ARGS = parse_args([])
 
 try:
-    demo = build_demo(ARGS.model)
+    demo, state = build_demo(ARGS.model)
 except ModelLoadError as exc:
     if __name__ == "__main__":
-        raise SystemExit(f"error: {exc}") from None
+        raise fail(str(exc)) from None
     raise
 
 

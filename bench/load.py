@@ -167,14 +167,15 @@ def summarize(outcomes: list[Outcome], wall_s: float) -> dict[str, float]:
 def server_settings() -> dict[str, float]:
     """The limits that keep the server's memory bounded, as the app is configured."""
     from lungdemo.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-    from lungdemo.webapp import DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_UPLOAD_GRACE_S
+    from lungdemo.web.demo import DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE
+    from lungdemo.web.lifecycle import UPLOAD_GRACE_S
 
     return {
         "concurrency_limit": float(DEFAULT_CONCURRENCY),
         "max_queue": float(DEFAULT_MAX_QUEUE),
         "max_file_bytes": float(DEFAULT_MAX_BYTES),
         "max_pixels": float(DEFAULT_MAX_PIXELS),
-        "upload_grace_s": float(DEFAULT_UPLOAD_GRACE_S),
+        "upload_grace_s": float(UPLOAD_GRACE_S),
     }
 
 
@@ -193,7 +194,7 @@ def report(f: dict[str, float], failures: list[str], rss_series: Sequence[float]
         f"{f['rss_end_mb']:.0f} MiB, growth {f['rss_growth_pct']:+.1f}% "
         f"(target < {TARGET_RSS_GROWTH_PCT:g}%: {'met' if growth_ok else 'NOT MET'}); peak {f['rss_peak_mb']:.0f} MiB",
         f"server RSS by round     {' -> '.join(f'{v:.0f}' for v in rss_series)} MiB",
-        f"memory bounds (webapp)  concurrency limit {int(f['concurrency_limit'])}, queue max {int(f['max_queue'])}, "
+        f"memory bounds (web app) concurrency limit {int(f['concurrency_limit'])}, queue max {int(f['max_queue'])}, "
         f"upload max {f['max_file_bytes'] / 2**20:g} MiB, pixel max {f['max_pixels']:,.0f}, "
         f"uploads deleted {f['upload_grace_s']:g} s after use",
     ]

@@ -8,8 +8,9 @@ One reference form everywhere (app, evaluation, batch prediction):
 
 Hub folders are fetched with :func:`huggingface_hub.snapshot_download` into the standard
 cache, so a second start works with ``HF_HUB_OFFLINE=1`` and a pinned commit needs no network
-at all. Only JSON, safetensors, Markdown and PNG files are fetched: a pickle in the repo is
-never downloaded, let alone loaded.
+at all. Only the files a model folder is made of (:data:`lungdemo.folder.FOLDER_PATTERNS`) are
+fetched: a pickle in the repo is never downloaded, let alone loaded. The folder itself is read
+by :func:`lungdemo.folder.load_model_folder`.
 
 Every failure is a :class:`ModelLoadError` whose message says what to do about it: the app
 shows it to the user as is, so it names the fix (log in, unset ``HF_HUB_OFFLINE``, pick a
@@ -18,7 +19,6 @@ revision the repo has, re-export the folder) rather than the library's exception
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -35,22 +35,37 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from lungdemo.model import CONFIG_NAME, WEIGHTS_NAME, LungAlexNet, ModelFormatError
+from lungdemo.folder import (
+    CARD_NAME,
+    FOLDER_PATTERNS,
+    METRICS_NAME,
+    ModelLoadError,
+    load_model_folder,
+    missing_files,
+    read_json,
+)
+from lungdemo.model import LungAlexNet
+
+__all__ = [
+    "CARD_NAME",
+    "METRICS_NAME",
+    "REPO_ID_RE",
+    "SHIPPED_MODEL_DIR",
+    "LoadedModel",
+    "ModelLoadError",
+    "ModelRef",
+    "load_model",
+    "load_model_folder",
+    "parse_model_ref",
+]
 
 logger = logging.getLogger(__name__)
 
-METRICS_NAME = "metrics.json"
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "shipped_model"
 """The model folder shipped inside the package: the default model reference everywhere."""
-CARD_NAME = "README.md"
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.png"]
-PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-
-
-class ModelLoadError(RuntimeError):
-    """A model reference that cannot be loaded; the message says what to do about it."""
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+"""A Hub repo id, ``user/repo`` or ``organisation/repo``."""
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,7 @@ class ModelRef:
     @property
     def is_pinned(self) -> bool:
         """A full commit sha: immutable, so the cache alone can serve it."""
-        return self.revision is not None and bool(_COMMIT_RE.match(self.revision))
+        return self.revision is not None and bool(COMMIT_RE.match(self.revision))
 
 
 def parse_model_ref(ref: str | Path) -> ModelRef:
@@ -81,7 +96,7 @@ def parse_model_ref(ref: str | Path) -> ModelRef:
     if path.exists():
         return ModelRef(text=text, local_path=path)
     repo, at, revision = text.partition("@")
-    if _REPO_RE.match(repo) and not text.startswith((".", "/", "~")):
+    if REPO_ID_RE.match(repo) and not text.startswith((".", "/", "~")):
         if at and not revision.strip():
             raise ModelLoadError(
                 f"model reference {text!r} has an empty revision after '@': write {repo}@<branch, tag or commit>, "
@@ -120,7 +135,7 @@ def cached_revisions(repo_id: str) -> dict[str, str]:
     return out
 
 
-def _offline_message(ref: ModelRef) -> str:
+def cache_miss_message(ref: ModelRef) -> str:
     """Why a Hub reference could not be served from the cache, and what to do instead."""
     assert ref.repo_id is not None
     revision = ref.revision or hub_constants.DEFAULT_REVISION
@@ -147,9 +162,9 @@ def _offline_message(ref: ModelRef) -> str:
     )
 
 
-def fetch_model_folder(ref: ModelRef) -> tuple[Path, str | None]:
+def fetch_model_folder(ref: ModelRef, token: str | None = None) -> tuple[Path, str | None]:
     """Return the local folder for ``ref`` (downloading a Hub snapshot when needed) and,
-    for Hub references, the resolved commit sha."""
+    for Hub references, the resolved commit sha. ``token`` defaults to the logged-in one."""
     if ref.local_path is not None:
         return ref.local_path, None
     assert ref.repo_id is not None
@@ -159,7 +174,8 @@ def fetch_model_folder(ref: ModelRef) -> tuple[Path, str | None]:
             snapshot_download(
                 repo_id=repo,
                 revision=ref.revision,
-                allow_patterns=HUB_PATTERNS,
+                allow_patterns=FOLDER_PATTERNS,
+                token=token,
             )
         )
     except RevisionNotFoundError as exc:
@@ -178,7 +194,7 @@ def fetch_model_folder(ref: ModelRef) -> tuple[Path, str | None]:
             "with `hf auth login` (or set HF_TOKEN) with access to it"
         ) from exc
     except LocalEntryNotFoundError as exc:
-        raise ModelLoadError(_offline_message(ref)) from exc
+        raise ModelLoadError(cache_miss_message(ref)) from exc
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status == 401:
@@ -189,30 +205,9 @@ def fetch_model_folder(ref: ModelRef) -> tuple[Path, str | None]:
         raise ModelLoadError(f"could not download {ref.text} from the Hub: {exc}") from exc
     except ValueError as exc:  # HFValidationError: a malformed repo id or revision
         raise ModelLoadError(f"invalid Hub reference {ref.text!r}: {exc}") from exc
-    sha = folder.name if _COMMIT_RE.fullmatch(folder.name) else None
+    sha = folder.name if COMMIT_RE.fullmatch(folder.name) else None
     logger.info("resolved %s to %s", ref.text, folder)
     return folder, sha
-
-
-def check_model_folder(folder: Path) -> None:
-    """Say exactly what a folder lacks before anything is built from it."""
-    if not folder.is_dir():
-        raise ModelLoadError(f"{folder} is not a folder")
-    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
-    if missing:
-        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
-        hint = f" (found {pickles}: pickled weights are never loaded; export them to safetensors)" if pickles else ""
-        raise ModelLoadError(f"{folder} is not a lungdemo model folder: missing {', '.join(missing)}{hint}")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object")
-    return data
 
 
 @dataclass
@@ -234,83 +229,12 @@ class LoadedModel:
         return str(self.folder)
 
 
-def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes from a safetensors header, without reading the tensors."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
-
-
-def describe_mismatch(model: LungAlexNet, shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """Plain-words differences between the model ``config.json`` built and the weights' shapes.
-
-    model.py's strict loader lists raw keys and shapes; this says what they mean (class
-    count, head width, architecture) so the user knows which of the two files is wrong.
-    """
-    found: list[str] = []
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    feature_keys = [k for k in expected if k.startswith("features.")]
-    bad_features = [k for k in feature_keys if shapes.get(k) != expected[k]]
-    if bad_features:
-        found.append(
-            f"the weights are not a torchvision AlexNet as config.json says: {len(bad_features)} of "
-            f"{len(feature_keys)} AlexNet feature tensors are missing or misshapen; the file's tensors "
-            f"start with {sorted(shapes)[:3]}"
-        )
-    head = sorted((int(m.group(1)), k) for k in shapes if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k)))
-    if head and all(len(shapes[k]) == 2 for _, k in head):
-        last_key = head[-1][1]
-        outputs = shapes[last_key][0]
-        if outputs != model.num_classes:
-            found.append(
-                f"config.json lists {model.num_classes} classes {model.class_names} but the weights' output "
-                f"layer ({last_key}) has {outputs} outputs"
-            )
-        file_hidden = shapes[head[0][1]][0] if len(head) > 1 else 0
-        if file_hidden != model.hidden:
-            found.append(f"config.json says hidden={model.hidden} but the weights have a head of width {file_hidden}")
-    return found
-
-
-def load_model_folder(folder: Path) -> tuple[LungAlexNet, dict[str, Any]]:
-    """Build the model from ``config.json`` and load ``model.safetensors`` strictly."""
-    check_model_folder(folder)
-    config = read_json(folder / CONFIG_NAME)
-    if "class_names" not in config:
-        raise ModelLoadError(f"{folder / CONFIG_NAME} has no 'class_names': not a lungdemo config")
-    allowed = set(LungAlexNet._hub_mixin_init_parameters) - {"self"}
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ModelLoadError(f"{folder / CONFIG_NAME} has unknown keys {unknown}")
-    try:
-        model = LungAlexNet(**config)
-    except ModelFormatError as exc:
-        raise ModelLoadError(f"{folder / CONFIG_NAME}: {exc}") from exc
-    try:
-        model.load_weights_file(folder / WEIGHTS_NAME)
-    except ModelFormatError as exc:
-        try:
-            differences = describe_mismatch(model, weight_shapes(folder / WEIGHTS_NAME))
-        except Exception:  # an unreadable file: model.py's message already says so
-            differences = []
-        if differences:
-            raise ModelLoadError(
-                f"{folder}: {CONFIG_NAME} and {WEIGHTS_NAME} do not belong together: "
-                + "; ".join(differences)
-                + f". Re-export the folder from the training run, or fix {CONFIG_NAME}. Details: {exc}"
-            ) from exc
-        raise ModelLoadError(f"{folder}: {exc}") from exc
-    model.eval()
-    return model, config
-
-
-def load_model(ref: str | Path) -> LoadedModel:
-    """Load a model from a folder path or ``user/repo[@revision]``."""
+def load_model(ref: str | Path, *, token: str | None = None) -> LoadedModel:
+    """Load a model from a folder path or ``user/repo[@revision]`` (``token``: for private repos)."""
     parsed = parse_model_ref(ref)
-    folder, sha = fetch_model_folder(parsed)
+    folder, sha = fetch_model_folder(parsed, token)
     if parsed.is_hub:
-        missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
+        missing = missing_files(folder)
         if missing:
             raise ModelLoadError(
                 f"{parsed.text} is not a lungdemo model repo: it has no {', '.join(missing)} "

@@ -1,43 +1,56 @@
-"""The classifier: torchvision's AlexNet with a replaceable classifier head.
+"""LungAlexNet: torchvision's AlexNet with a configurable classifier head.
 
-The convolutional ``features`` are torchvision's own, with the same parameter names, so an
+The convolutional features are torchvision's own, with the same parameter names, so an
 ImageNet AlexNet state dict loads into them unchanged. The head keeps torchvision's layout
 (dropout, linear, relu, dropout, linear, relu, linear) with a configurable width: the classic
 4096-wide head is 54M parameters, which is too heavy for a demo folder; ``hidden=0`` gives a
 single linear layer.
 
-The class is a :class:`huggingface_hub.PyTorchModelHubMixin`: its ``__init__`` arguments are
-what ``config.json`` holds (class names in logit order, head size, preprocessing), so
-``LungAlexNet.from_pretrained(folder)`` rebuilds the exact model. Unlike the mixin's default,
-loading reads safetensors only (never a pickle) and checks keys and shapes strictly.
+The ``__init__`` arguments are the model's config (:meth:`LungAlexNet.config_dict`, stored as
+``config.json``); :meth:`LungAlexNet.from_config` rebuilds the exact model from it. Weights are
+read from safetensors only (never a pickle) with strict key and shape checks; reading and
+writing whole folders is :mod:`lungdemo.folder`'s job.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from pathlib import Path
+import re
 from typing import Any
 
 import torch
 import torchvision
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lungdemo.errors import LungdemoError
 from lungdemo.preprocessing import PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
 ARCHITECTURE = "alexnet"
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+# Hub metadata of a lungdemo model, for the model card's front matter.
+LIBRARY_NAME = "lungdemo"
+PIPELINE_TAG = "image-classification"
+LICENSE = "mit"
+TAGS = ["lungdemo", "alexnet", "chest-ct", "medical-imaging", "image-classification", "pytorch", "safetensors"]
 
-class ModelFormatError(ValueError):
-    """A model folder or weights file that does not match what the config describes."""
+
+class ModelFormatError(LungdemoError, ValueError):
+    """A config or weights file that does not describe a LungAlexNet, or not the same one."""
+
+
+class WeightsMismatchError(ModelFormatError):
+    """Weights whose tensors do not fit the model the config built; ``problems`` says how."""
+
+    def __init__(self, path: str | os.PathLike[str], problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{path} does not fit the config: " + "; ".join(problems))
 
 
 def build_head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -55,14 +68,7 @@ def build_head(in_features: int, hidden: int, num_classes: int, dropout: float) 
     )
 
 
-class LungAlexNet(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="lungdemo",
-    pipeline_tag="image-classification",
-    tags=["alexnet", "chest-ct", "medical-imaging", "image-classification"],
-    license="mit",
-):
+class LungAlexNet(nn.Module):
     """AlexNet for chest CT slices. Build it from a config, never from a download."""
 
     def __init__(
@@ -85,26 +91,55 @@ class LungAlexNet(
             or len(set(class_names)) != len(class_names)
         ):
             raise ModelFormatError(f"class_names must be a list of at least 2 distinct names, got {class_names!r}")
-        if not isinstance(hidden, int) or hidden < 0:
+        if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
             raise ModelFormatError(f"hidden must be a non-negative integer, got {hidden!r}")
         if weights_dtype not in WEIGHTS_DTYPES:
             raise ModelFormatError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
-        if not float(temperature) > 0:
-            raise ModelFormatError(f"temperature must be positive, got {temperature!r}")
         try:
             self.preprocess_config = PreprocessConfig.from_dict(preprocessing or {})
         except (TypeError, ValueError) as exc:
             raise ModelFormatError(str(exc)) from exc
-        self.class_names = list(class_names)
-        self.hidden = hidden
-        self.weights_dtype = weights_dtype
-        self.temperature = float(temperature)
-        base = torchvision.models.alexnet(weights=None)
         if self.preprocess_config.in_channels != 3:
             raise ModelFormatError("AlexNet takes 3 input channels; preprocessing.in_channels must be 3")
+        self.class_names = list(class_names)
+        self.hidden = hidden
+        self.dropout = dropout
+        self.weights_dtype = weights_dtype
+        self.temperature = 1.0
+        self.set_temperature(temperature)
+        base = torchvision.models.alexnet(weights=None)
         self.features = base.features
         self.avgpool = base.avgpool
         self.classifier = build_head(256 * 6 * 6, hidden, len(self.class_names), dropout)
+
+    @classmethod
+    def config_keys(cls) -> list[str]:
+        """The keys a ``config.json`` may hold: the ``__init__`` arguments."""
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LungAlexNet:
+        """Build the model ``config`` describes; unknown or missing keys are an error, not ignored."""
+        if not isinstance(config, dict):
+            raise ModelFormatError(f"a model config must be a JSON object, got {type(config).__name__}")
+        if "class_names" not in config:
+            raise ModelFormatError("no 'class_names': not a lungdemo config")
+        unknown = sorted(set(config) - set(cls.config_keys()))
+        if unknown:
+            raise ModelFormatError(f"unknown keys {unknown}")
+        return cls(**config)
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config that rebuilds this model (``config.json``); the fitted temperature included."""
+        return {
+            "architecture": ARCHITECTURE,
+            "class_names": list(self.class_names),
+            "dropout": self.dropout,
+            "hidden": self.hidden,
+            "preprocessing": self.preprocess_config.to_dict(),
+            "temperature": self.temperature,
+            "weights_dtype": self.weights_dtype,
+        }
 
     @property
     def num_classes(self) -> int:
@@ -115,97 +150,78 @@ class LungAlexNet(
         x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))
 
-    # --- weights I/O: safetensors only, strict -------------------------------------------
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """Write ``model.safetensors`` in ``weights_dtype`` (float16 halves the folder)."""
-        from safetensors.torch import save_file
+    def set_temperature(self, temperature: float) -> None:
+        """Store a fitted softmax temperature; it goes into config.json with the weights."""
+        if not float(temperature) > 0:
+            raise ModelFormatError(f"temperature must be positive, got {temperature!r}")
+        self.temperature = float(temperature)
 
+    # --- weights I/O: safetensors only, strict -------------------------------------------
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """Write the weights as safetensors in ``weights_dtype`` (float16 halves the file)."""
         dtype = WEIGHTS_DTYPES[self.weights_dtype]
         state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(state, str(path), metadata={"format": "pt"})
 
     def load_weights_file(self, path: str | os.PathLike[str]) -> None:
-        """Load a safetensors file with strict key and shape checks and clear messages."""
+        """Load a safetensors file with strict key and shape checks; the error says what does not fit."""
         try:
             state = load_file(str(path))
         except FileNotFoundError as exc:
             raise ModelFormatError(f"weights file not found: {path}") from exc
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelFormatError(f"{path} is not a valid safetensors file ({exc})") from exc
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        shape_diff = [
-            f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-            for k in expected
-            if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-        ]
-        if missing or unexpected or shape_diff:
-            parts = []
-            if shape_diff:
-                parts.append("shape mismatch: " + "; ".join(shape_diff[:4]))
-            if missing:
-                parts.append(f"missing keys: {missing[:6]}")
-            if unexpected:
-                parts.append(f"unexpected keys: {unexpected[:6]}")
-            raise ModelFormatError(
-                f"{path} does not fit the config (classes={self.class_names}, hidden={self.hidden}): "
-                + "; ".join(parts)
-            )
+        problems = mismatch(self, {k: tuple(v.shape) for k, v in state.items()})
+        if problems:
+            raise WeightsMismatchError(path, problems)
         not_float = [f"{k} ({v.dtype})" for k, v in state.items() if not v.is_floating_point()]
         if not_float:  # load_state_dict would cast integers to float silently: garbage weights
             raise ModelFormatError(f"{path} holds non-float weights: {not_float[:4]}")
         bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
         if bad:
             raise ModelFormatError(f"{path} holds non-finite values in {bad[:4]}")
+        expected = self.state_dict()
         self.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
-    @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        map_location: str = "cpu",
-        strict: bool = True,
-        **model_kwargs: Any,
-    ) -> LungAlexNet:
-        """Mixin hook: safetensors only, strict, eval mode (the mixin's default would unpickle)."""
-        if not strict:
-            raise ValueError("LungAlexNet loads weights strictly; strict=False is not supported")
-        model = cls(**model_kwargs)
-        if os.path.isdir(model_id):
-            weights = os.path.join(model_id, WEIGHTS_NAME)
-        else:
-            weights = hf_hub_download(
-                repo_id=model_id,
-                filename=WEIGHTS_NAME,
-                revision=revision,
-                cache_dir=cache_dir,
-                force_download=force_download,
-                token=token,
-                local_files_only=local_files_only,
+
+def mismatch(model: LungAlexNet, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """What keeps weights of these tensor ``shapes`` from loading into ``model``; empty when they fit.
+
+    Plain words first (class count, head width, architecture) so the user knows which file is
+    wrong, then the raw keys and shapes.
+    """
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found: list[str] = []
+    feature_keys = [k for k in expected if k.startswith("features.")]
+    bad_features = [k for k in feature_keys if shapes.get(k) != expected[k]]
+    if bad_features:
+        found.append(
+            f"the weights are not a torchvision AlexNet as the config says: {len(bad_features)} of "
+            f"{len(feature_keys)} AlexNet feature tensors are missing or misshapen; the file's tensors "
+            f"start with {sorted(shapes)[:3]}"
+        )
+    head = sorted((int(m.group(1)), k) for k in shapes if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k)))
+    if head and all(len(shapes[k]) == 2 for _, k in head):
+        last_key = head[-1][1]
+        outputs = shapes[last_key][0]
+        if outputs != model.num_classes:
+            found.append(
+                f"the config lists {model.num_classes} classes {model.class_names} but the weights' output "
+                f"layer ({last_key}) has {outputs} outputs"
             )
-        model.load_weights_file(weights)
-        model.to(map_location)
-        model.eval()
-        return model
-
-    def set_temperature(self, temperature: float) -> None:
-        """Store a fitted softmax temperature; it goes into config.json with the weights."""
-        if not float(temperature) > 0:
-            raise ModelFormatError(f"temperature must be positive, got {temperature!r}")
-        self.temperature = float(temperature)
-        if self._hub_mixin_config is not None:
-            self._hub_mixin_config["temperature"] = self.temperature
-
-    def config_dict(self) -> dict[str, Any]:
-        """The ``config.json`` content: the ``__init__`` arguments the mixin records."""
-        return dict(self._hub_mixin_config or {})
+        file_hidden = shapes[head[0][1]][0] if len(head) > 1 else 0
+        if file_hidden != model.hidden:
+            found.append(f"the config says hidden={model.hidden} but the weights have a head of width {file_hidden}")
+    shape_diff = [f"{k}: file {shapes[k]} vs config {v}" for k, v in expected.items() if k in shapes and shapes[k] != v]
+    if shape_diff:
+        found.append("shape mismatch: " + "; ".join(shape_diff[:4]))
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        found.append(f"missing keys: {missing[:6]}")
+    unexpected = sorted(set(shapes) - set(expected))
+    if unexpected:
+        found.append(f"unexpected keys: {unexpected[:6]}")
+    return found
 
 
 def load_imagenet_features(model: LungAlexNet, state: dict[str, torch.Tensor]) -> list[str]:

@@ -1,7 +1,7 @@
-"""Figures drawn from stored numbers: confusion matrices and training curves.
+"""Figures drawn from stored numbers: confusion matrices, training curves, reliability diagrams.
 
-Shared by training (PNG files in the model folder) and the app (drawn from metrics.json),
-so a figure always shows the numbers that were saved.
+Training saves them as PNGs and the app draws them from metrics.json with the same functions.
+Plain ``Figure`` objects (no pyplot state), so any thread may draw at any time.
 """
 
 from __future__ import annotations
@@ -10,12 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+
+def new_figure(figsize: tuple[float, float], dpi: int = 110) -> Figure:
+    """A figure with its own Agg canvas, so it can be saved without pyplot."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Figure:
@@ -23,7 +27,8 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequen
     cm = np.asarray(matrix, dtype=float)
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(5.6, 4.8), dpi=110)
+    fig = new_figure((5.6, 4.8))
+    ax = fig.subplots()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     labels = [c.replace("_", " ") for c in class_names]
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
@@ -42,7 +47,8 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequen
 def training_curves_figure(history: list[dict[str, Any]], best_epoch: int | None) -> Figure:
     """Train loss and validation accuracy / macro-F1 per epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    fig = new_figure((9, 3.6))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train loss")
     if history and "val_loss" in history[0]:
         ax1.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
@@ -62,7 +68,8 @@ def training_curves_figure(history: list[dict[str, Any]], best_epoch: int | None
 
 def reliability_figure(calibration: dict[str, Any], title: str) -> Figure:
     """Reliability diagram: accuracy against confidence per bin, before and after scaling."""
-    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=110)
+    fig = new_figure((4.6, 4.2))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
     for key, label in (("bins_uncalibrated", "uncalibrated"), ("bins_calibrated", "temperature-scaled")):
         ece_key = "ece_" + key.split("_", 1)[1]
@@ -83,5 +90,4 @@ def reliability_figure(calibration: dict[str, Any], title: str) -> Figure:
 def save_figure(fig: Figure, path: Path) -> Path:
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path

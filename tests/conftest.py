@@ -80,7 +80,7 @@ def make_model_folder(path: Path, seed: int = 0, **kwargs) -> Path:
     """Write a complete model folder (weights, config, metrics, card) with random weights."""
     model = make_model(seed, **kwargs)
     card = "---\nlibrary_name: lungdemo\n---\n# Test model\n\nRandom weights, for tests only.\n"
-    return write_model_folder(model, path, json_files={"metrics.json": fake_metrics(seed)}, card=card)
+    return write_model_folder(model, path, json_files={"metrics.json": fake_metrics(seed)}, card=lambda _: card)
 
 
 @pytest.fixture
@@ -101,15 +101,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(folder: Path) -> Iterator:
-    """The demo on the model ``folder``, served on 127.0.0.1 with the app's launch options."""
-    from lungdemo.webapp import build_demo, launch_options
+def running_app(folder: Path, **build_options) -> Iterator:
+    """``(demo, state)`` on the model ``folder``, served on 127.0.0.1 with the app's launch options."""
+    from lungdemo.web.demo import build_demo, launch_options
 
-    demo = build_demo(str(folder))
+    demo, state = build_demo(str(folder), **build_options)
     demo.launch(
         prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_options()
     )
     try:
-        yield demo
+        yield demo, state
     finally:
         demo.close()

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import pickle
 import shutil
 import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import httpx
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -34,18 +33,10 @@ from lungdemo.decode import DEFAULT_MAX_BYTES, WARNING_PREFIX
 from lungdemo.loading import ModelLoadError, load_model
 from lungdemo.predictor import Predictor
 from tests.bad_input_corpus import ANSWERED, EXAMPLES, OVERSIZED_REFUSAL, REFUSED, oversized_file
-from tests.conftest import make_model_folder, running_app
-
-TOL = 1e-6
-
+from tests.conftest import make_model_folder
+from tests.web_helpers import TOL, Reply, Server, classify_http, probabilities, serve
 
 # --- the running app ----------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    demo: Any
-    url: str
 
 
 @pytest.fixture(scope="module")
@@ -55,43 +46,13 @@ def model_folder_for_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(model_folder_for_app: Path) -> Iterator[Server]:
-    with running_app(model_folder_for_app) as demo:
-        yield Server(demo=demo, url=demo.local_url)
+    with serve(model_folder_for_app) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def predictor(model_folder_for_app: Path) -> Predictor:
     return Predictor(load_model(model_folder_for_app))
-
-
-@dataclass
-class Reply:
-    event: str
-    """"complete", "error", or "upload refused" (the upload itself got an HTTP error)."""
-    payload: Any
-
-
-def classify(url: str, data: bytes, name: str) -> Reply:
-    """Upload, ``POST /gradio_api/call/classify``, read the event stream to its end."""
-    with httpx.Client(base_url=url, timeout=120) as http:
-        up = http.post("/gradio_api/upload", files={"files": (name, data, "application/octet-stream")})
-        if up.status_code != 200:
-            return Reply("upload refused", (up.status_code, up.text))
-        file_data = {"path": up.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": name}
-        call = http.post("/gradio_api/call/classify", json={"data": [file_data]})
-        call.raise_for_status()
-        text = http.get(f"/gradio_api/call/classify/{call.json()['event_id']}").text
-    event, payload = "", None
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            event = line.partition(":")[2].strip()
-        elif line.startswith("data:") and event in ("complete", "error"):
-            payload = json.loads(line.partition(":")[2])
-    return Reply(event, payload)
-
-
-def probabilities(label: dict) -> dict[str, float]:
-    return {c["label"]: c["confidence"] for c in label["confidences"]}
 
 
 def assert_answers_like_evaluation(reply: Reply, predictor: Predictor, data: bytes) -> None:
@@ -105,7 +66,7 @@ def assert_answers_like_evaluation(reply: Reply, predictor: Predictor, data: byt
 
 def assert_still_serving(server: Server, predictor: Predictor) -> None:
     good = EXAMPLES[-1].read_bytes()
-    assert_answers_like_evaluation(classify(server.url, good, EXAMPLES[-1].name), predictor, good)
+    assert_answers_like_evaluation(classify_http(server.url, good, EXAMPLES[-1].name), predictor, good)
 
 
 # --- refused, answered, and the app keeps serving --------------------------------------------------
@@ -114,7 +75,7 @@ def assert_still_serving(server: Server, predictor: Predictor) -> None:
 @pytest.mark.parametrize("kind", list(REFUSED))
 def test_refused_with_its_reason(server: Server, predictor: Predictor, kind: str) -> None:
     case = REFUSED[kind]
-    reply = classify(server.url, case.make(), case.file_name)
+    reply = classify_http(server.url, case.make(), case.file_name)
     assert reply.event == "error", reply.payload
     message = reply.payload["error"]
     assert message.startswith(case.expected), message
@@ -124,13 +85,33 @@ def test_refused_with_its_reason(server: Server, predictor: Predictor, kind: str
     assert_still_serving(server, predictor)
 
 
+TEXT_LIKE = {"text_renamed_png": b"patient notes", "html": b"onerror", "svg": b"<circle"}
+"""Refused files whose content is readable text, and a piece of it that must not reach the log."""
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_server_log_holds_size_and_reason_not_content(
+    server: Server, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    case = REFUSED[kind]
+    data = case.make()
+    caplog.set_level(logging.INFO, logger="lungdemo")
+    reply = classify_http(server.url, data, case.file_name)
+    assert reply.event == "error"
+    [record] = [r for r in caplog.records if r.name == "lungdemo.web.classifier"]
+    assert record.getMessage() == f"rejected upload ({len(data)} bytes): {reply.payload['error']}"
+    assert record.levelno == logging.INFO and record.exc_info is None
+    if kind in TEXT_LIKE:
+        assert TEXT_LIKE[kind] in data and TEXT_LIKE[kind].decode() not in caplog.text
+
+
 @pytest.mark.parametrize("kind", list(ANSWERED))
 def test_answered_like_evaluation_with_notes(server: Server, predictor: Predictor, kind: str) -> None:
     case = ANSWERED[kind]
     data = case.make()
-    assert_answers_like_evaluation(classify(server.url, data, case.file_name), predictor, data)
+    assert_answers_like_evaluation(classify_http(server.url, data, case.file_name), predictor, data)
     # what the page shows under the probabilities (the page-only notes event)
-    page_notes = server.demo.lungdemo_classifier.notes(data)
+    page_notes = server.state.classifier.notes(data)
     assert f"- {case.expected}" in page_notes
     assert_still_serving(server, predictor)
 
@@ -140,27 +121,27 @@ def test_colour_photo_warning_is_shown_first(server: Server, predictor: Predicto
     data = ANSWERED["colour_photo"].make()
     prediction = predictor.predict(data)
     assert len(prediction.warnings) == 1 and prediction.notes[0] == prediction.warnings[0]
-    page_notes = server.demo.lungdemo_classifier.notes(data)
+    page_notes = server.state.classifier.notes(data)
     first_note = page_notes.split("\n- ", 1)[1]
     assert first_note.startswith(f"{WARNING_PREFIX}this does not look like a CT slice")
 
 
 def test_good_slices_get_no_warning(server: Server) -> None:
     for example in EXAMPLES:
-        assert WARNING_PREFIX not in server.demo.lungdemo_classifier.notes(example.read_bytes())
+        assert WARNING_PREFIX not in server.state.classifier.notes(example.read_bytes())
 
 
 def test_oversized_file_is_refused_at_upload(server: Server, predictor: Predictor) -> None:
     big = oversized_file()
     assert len(big) == DEFAULT_MAX_BYTES + 1
-    reply = classify(server.url, big, "big.png")
+    reply = classify_http(server.url, big, "big.png")
     assert reply.event == "upload refused"
     status, text = reply.payload
     assert status == 413
     assert OVERSIZED_REFUSAL in text
     # and were the upload limit off, the classify function refuses it before decoding
     with pytest.raises(gr.Error) as err:
-        server.demo.lungdemo_classifier.classify(big)
+        server.state.classifier.classify(big)
     assert err.value.message == "the file is 20,971,521 bytes (20.0 MiB); the limit is 20,971,520 bytes (20 MiB)"
     assert_still_serving(server, predictor)
 
@@ -171,7 +152,7 @@ def test_concurrent_mix_of_good_and_bad(server: Server, predictor: Predictor) ->
     mix = [("good", good, EXAMPLES[1].name)] + [(k, c.make(), c.file_name) for k, c in REFUSED.items()]
     jobs = [mix[i % len(mix)] for i in range(24)]
     with ThreadPoolExecutor(4) as pool:
-        replies = list(pool.map(lambda job: (job[0], classify(server.url, job[1], job[2])), jobs))
+        replies = list(pool.map(lambda job: (job[0], classify_http(server.url, job[1], job[2])), jobs))
     for kind, reply in replies:
         if kind == "good":
             assert_answers_like_evaluation(reply, predictor, good)

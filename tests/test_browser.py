@@ -25,9 +25,8 @@ from playwright.sync_api import expect
 
 from lungdemo.gradcam import HEATMAP_NOTE
 from lungdemo.predict import csv_columns
-from lungdemo.webapp import EXAMPLES_DIR
-from tests.conftest import TEST_CLASSES, make_model_folder, running_app
-from tests.test_report import pdf_info
+from tests.conftest import TEST_CLASSES, make_model_folder
+from tests.web_helpers import EXAMPLES, pdf_info, serve
 
 pytestmark = pytest.mark.browser
 
@@ -40,7 +39,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-EXAMPLES = sorted(EXAMPLES_DIR.glob("*.png"))
 TIMEOUT_MS = 60_000
 SIZE = 96  # the conftest model's input size
 TOL = 1e-6
@@ -49,8 +47,8 @@ TOL = 1e-6
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = make_model_folder(tmp_path_factory.mktemp("browser") / "model", seed=5)
-    with running_app(folder) as demo:
-        yield demo.local_url
+    with serve(folder) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""lungdemo.model and train.pretrained: head sizes, ImageNet weights, model folder round trip,
-strict loading with clear errors. Random weights, tmp_path, no network."""
+"""lungdemo.model (and train.pretrained): head sizes, config, ImageNet weights, strict safetensors
+loading with one diagnosis of what does not fit. Random weights, tmp_path, no network."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from lungdemo.folder import write_model_folder
-from lungdemo.loading import ModelLoadError, load_model, load_model_folder
-from lungdemo.model import LungAlexNet, ModelFormatError, build_head
+from lungdemo.model import LungAlexNet, ModelFormatError, WeightsMismatchError, build_head
 from lungdemo.preprocessing import PreprocessConfig
 from tests.conftest import TEST_CLASSES, make_model
 from train.pretrained import IMAGENET, PretrainedError, apply_pretrained, imagenet_cache_path
@@ -186,145 +184,152 @@ def test_imagenet_from_the_torch_cache_as_the_message_says(
     assert torch.equal(model.state_dict()["features.0.weight"], imagenet_like["state"]["features.0.weight"])
 
 
-# --- model folder round trip ----------------------------------------------------------------
+# --- config: what config.json holds ------------------------------------------------------------
 
 
-def test_model_folder_round_trip(tmp_path: Path) -> None:
-    model = make_model(seed=5, hidden=32, image_size=64)
-    folder = write_model_folder(model, tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
-    config = json.loads((folder / "config.json").read_text())
-    assert config["class_names"] == list(TEST_CLASSES)
-    assert config["hidden"] == 32
-    assert config["architecture"] == "alexnet"
-    assert PreprocessConfig.from_dict(config["preprocessing"]) == PreprocessConfig(image_size=64)
+def test_config_rebuilds_the_same_model() -> None:
+    model = make_model(seed=5, hidden=32, image_size=64, weights_dtype="float16")
+    model.set_temperature(1.7)
+    config = model.config_dict()
+    assert config == {
+        "architecture": "alexnet",
+        "class_names": list(TEST_CLASSES),
+        "dropout": 0.5,
+        "hidden": 32,
+        "preprocessing": PreprocessConfig(image_size=64).to_dict(),
+        "temperature": 1.7,
+        "weights_dtype": "float16",
+    }
+    assert sorted(config) == sorted(LungAlexNet.config_keys()), "every __init__ argument is stored"
+    rebuilt = LungAlexNet.from_config(json.loads(json.dumps(config)))
+    assert rebuilt.config_dict() == config
+    assert rebuilt.preprocess_config == model.preprocess_config
 
-    loaded, loaded_config = load_model_folder(folder)
-    assert loaded_config == config
-    assert not loaded.training  # ready for inference
-    assert loaded.class_names == model.class_names
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"class_names": list(TEST_CLASSES), "num_layers": 8}, "unknown keys ['num_layers']"),
+        ({"hidden": 32}, "no 'class_names': not a lungdemo config"),
+        (["not", "a", "dict"], "a model config must be a JSON object, got list"),
+    ],
+)
+def test_from_config_refuses_what_it_cannot_build(config: object, words: str) -> None:
+    with pytest.raises(ModelFormatError, match=re.escape(words)):
+        LungAlexNet.from_config(config)  # type: ignore[arg-type]
+
+
+# --- weights: safetensors only, strict ---------------------------------------------------------
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    path = tmp_path / "model.safetensors"
+    make_model(seed=7, hidden=32, image_size=64).save_weights(path)
+    return path
+
+
+def test_weights_round_trip(weights: Path) -> None:
+    model = make_model(seed=7, hidden=32, image_size=64)
+    other = make_model(seed=8, hidden=32, image_size=64)
+    other.load_weights_file(weights)
     for key, value in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
-    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        assert torch.equal(model(x), loaded(x))
-
-    # the hub mixin path (what PyTorchModelHubMixin users call) gives the same model
-    via_hub = LungAlexNet.from_pretrained(str(folder))
-    assert not via_hub.training
-    with torch.inference_mode():
-        assert torch.equal(model(x), via_hub(x))
-
-    # and the app's loader, which also reads metrics.json when present
-    assert load_model(folder).metrics is None
+        assert torch.equal(other.state_dict()[key], value), key
 
 
 def test_float16_storage(tmp_path: Path) -> None:
     model = make_model(seed=6, hidden=32, image_size=64)
     half = make_model(seed=6, hidden=32, image_size=64, weights_dtype="float16")
-    f32 = write_model_folder(model, tmp_path / "f32")
-    f16 = write_model_folder(half, tmp_path / "f16")
-    stored = load_file(str(f16 / "model.safetensors"))
+    model.save_weights(tmp_path / "f32.safetensors")
+    half.save_weights(tmp_path / "f16.safetensors")
+    stored = load_file(str(tmp_path / "f16.safetensors"))
     assert {v.dtype for v in stored.values()} == {torch.float16}
-    size32, size16 = ((f / "model.safetensors").stat().st_size for f in (f32, f16))
+    size32, size16 = ((tmp_path / f"{n}.safetensors").stat().st_size for n in ("f32", "f16"))
     assert 0.45 < size16 / size32 < 0.55
 
-    loaded, config = load_model_folder(f16)
-    assert config["weights_dtype"] == "float16"
+    loaded = make_model(seed=0, hidden=32, image_size=64, weights_dtype="float16")
+    loaded.load_weights_file(tmp_path / "f16.safetensors")
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}  # computes in float32
     x = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        ref, out = model(x), loaded(x)
+        ref, out = model(x), loaded.eval()(x)
     assert not torch.equal(ref, out)  # the weights really were rounded
     torch.testing.assert_close(out, ref, rtol=1e-2, atol=2e-3)
     assert torch.equal(out.argmax(1), ref.argmax(1))
 
 
-# --- strict loading errors ----------------------------------------------------------------
+def _mismatch(weights: Path, **config) -> list[str]:
+    """The problems ``load_weights_file`` reports for ``weights`` under a changed config."""
+    model = LungAlexNet(**{**make_model(hidden=32, image_size=64).config_dict(), **config})
+    with pytest.raises(WeightsMismatchError) as err:
+        model.load_weights_file(weights)
+    assert str(weights) in str(err.value)
+    return err.value.problems
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    return write_model_folder(make_model(seed=7, hidden=32, image_size=64), tmp_path / "model")
+def test_wrong_class_count_in_plain_words_then_shapes(weights: Path) -> None:
+    problems = _mismatch(weights, class_names=TEST_CLASSES[:3])
+    assert problems == [
+        f"the config lists 3 classes {TEST_CLASSES[:3]} but the weights' output layer (classifier.6.weight) "
+        "has 4 outputs",
+        "shape mismatch: classifier.6.weight: file (4, 32) vs config (3, 32); "
+        "classifier.6.bias: file (4,) vs config (3,)",
+    ]
 
 
-def _edit_config(folder: Path, **changes) -> None:
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    config.update(changes)
-    path.write_text(json.dumps(config))
+def test_wrong_head_width(weights: Path) -> None:
+    problems = _mismatch(weights, hidden=64)
+    assert problems[0] == "the config says hidden=64 but the weights have a head of width 32"
+    assert problems[1].startswith("shape mismatch: classifier.1.weight: file (32, 9216) vs config (64, 9216)")
 
 
-def test_wrong_class_count(folder: Path) -> None:
-    _edit_config(folder, class_names=["adenocarcinoma", "normal", "squamous_cell_carcinoma"])
-    with pytest.raises(ModelLoadError) as err:
-        load_model_folder(folder)
-    msg = str(err.value)
-    assert "config.json lists 3 classes" in msg
-    assert "(classifier.6.weight) has 4 outputs" in msg
-    assert str(folder) in msg
-    # the model class alone is strict too
-    with pytest.raises(
-        ModelFormatError, match=r"shape mismatch: classifier\.6\.weight: file \(4, 32\) vs config \(3, 32\)"
-    ):
-        LungAlexNet.from_pretrained(str(folder))
+def test_weights_of_another_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "resnet.safetensors"
+    torch.manual_seed(0)
+    save_file(
+        {"conv1.weight": torch.randn(8, 3, 7, 7), "fc.bias": torch.zeros(4), "fc.weight": torch.randn(4, 8)}, str(path)
+    )
+    problems = _mismatch(path)
+    assert problems[0] == (
+        "the weights are not a torchvision AlexNet as the config says: 10 of 10 AlexNet feature tensors are "
+        "missing or misshapen; the file's tensors start with ['conv1.weight', 'fc.bias', 'fc.weight']"
+    )
+    assert problems[1].startswith("missing keys: ['classifier.1.bias', 'classifier.1.weight'")
+    assert problems[2] == "unexpected keys: ['conv1.weight', 'fc.bias', 'fc.weight']"
 
 
-def test_wrong_head_width(folder: Path) -> None:
-    _edit_config(folder, hidden=64)
-    with pytest.raises(
-        ModelLoadError, match=re.escape("config.json says hidden=64 but the weights have a head of width 32")
-    ):
-        load_model_folder(folder)
-
-
-def test_missing_key(folder: Path) -> None:
-    state = load_file(str(folder / "model.safetensors"))
+def test_missing_and_unexpected_keys(weights: Path) -> None:
+    state = load_file(str(weights))
     del state["classifier.6.bias"]
-    save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(ModelLoadError, match=re.escape("missing keys: ['classifier.6.bias']")):
-        load_model_folder(folder)
-
-
-def test_unexpected_key(folder: Path) -> None:
-    state = load_file(str(folder / "model.safetensors"))
     state["extra.weight"] = torch.zeros(2)
-    save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(ModelLoadError, match=re.escape("unexpected keys: ['extra.weight']")):
-        load_model_folder(folder)
+    save_file(state, str(weights))
+    assert _mismatch(weights) == ["missing keys: ['classifier.6.bias']", "unexpected keys: ['extra.weight']"]
 
 
-def test_truncated_safetensors(folder: Path) -> None:
-    path = folder / "model.safetensors"
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelLoadError, match="is not a valid safetensors file") as err:
-        load_model_folder(folder)
-    assert str(path) in str(err.value)
-    with pytest.raises(ModelFormatError, match="is not a valid safetensors file"):
-        LungAlexNet.from_pretrained(str(folder))
+def test_truncated_safetensors(weights: Path) -> None:
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelFormatError, match=re.escape(f"{weights} is not a valid safetensors file")):
+        make_model(hidden=32, image_size=64).load_weights_file(weights)
 
 
-def test_non_finite_weights(folder: Path) -> None:
-    state = load_file(str(folder / "model.safetensors"))
+def test_missing_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelFormatError, match=re.escape(f"weights file not found: {tmp_path / 'x.safetensors'}")):
+        make_model(hidden=32).load_weights_file(tmp_path / "x.safetensors")
+
+
+def test_non_finite_weights(weights: Path) -> None:
+    state = load_file(str(weights))
     state["classifier.6.weight"][0, 0] = float("nan")
-    save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(ModelLoadError, match=re.escape("non-finite values in ['classifier.6.weight']")):
-        load_model_folder(folder)
+    save_file(state, str(weights))
+    with pytest.raises(ModelFormatError, match=re.escape("holds non-finite values in ['classifier.6.weight']")):
+        make_model(hidden=32, image_size=64).load_weights_file(weights)
 
 
-def test_missing_weights_file_mentions_pickles(folder: Path) -> None:
-    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
-    with pytest.raises(ModelLoadError, match=r"missing model\.safetensors .*pytorch_model\.bin.*never loaded"):
-        load_model_folder(folder)
-
-
-def test_unknown_config_key(folder: Path) -> None:
-    _edit_config(folder, num_layers=8)
-    with pytest.raises(ModelLoadError, match=re.escape("has unknown keys ['num_layers']")):
-        load_model_folder(folder)
-
-
-def test_non_strict_loading_is_refused(folder: Path) -> None:
-    with pytest.raises(ValueError, match="strict=False is not supported"):
-        LungAlexNet.from_pretrained(str(folder), strict=False)
+def test_integer_weights_are_refused(weights: Path) -> None:
+    state = load_file(str(weights))
+    state["classifier.6.bias"] = torch.zeros(4, dtype=torch.int64)
+    save_file(state, str(weights))
+    with pytest.raises(
+        ModelFormatError, match=re.escape("holds non-float weights: ['classifier.6.bias (torch.int64)']")
+    ):
+        make_model(hidden=32, image_size=64).load_weights_file(weights)

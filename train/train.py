@@ -33,8 +33,8 @@ import torchvision
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from lungdemo.calibration import fit_temperature
 from lungdemo.atomic import write_json
+from lungdemo.calibration import fit_temperature
 from lungdemo.folder import write_model_folder
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet

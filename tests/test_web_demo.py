@@ -1,0 +1,145 @@
+"""The assembled app: its three API endpoints, the queue limits it runs with, and a page free of server paths."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from lungdemo.decode import DEFAULT_MAX_BYTES
+from lungdemo.loading import SHIPPED_MODEL_DIR, ModelLoadError
+from lungdemo.predictor import Predictor
+from lungdemo.web import demo as web_demo
+from lungdemo.web.about import about_markdown
+from lungdemo.web.demo import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_QUEUE,
+    EXAMPLES_DIR,
+    example_files,
+    launch_options,
+    resolve_model_ref,
+)
+from tests.conftest import make_model_folder
+from tests.web_helpers import EXAMPLES, FakeTimers, Server, components_by_elem_id, file_data, serve, upload
+
+REPO = Path(__file__).resolve().parents[1]
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serve(make_model_folder(tmp_path_factory.mktemp("demo") / "model", seed=3), timers=FakeTimers()) as s:
+        yield s
+
+
+def test_resolve_model_ref(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_model_ref(" user/repo@v1 ") == "user/repo@v1"
+    monkeypatch.setattr(web_demo, "SHIPPED_MODEL_DIR", tmp_path / "shipped_model")
+    with pytest.raises(ModelLoadError, match="LUNGDEMO_MODEL") as info:
+        resolve_model_ref(None)
+    assert str(tmp_path / "shipped_model") in str(info.value)
+    (tmp_path / "shipped_model").mkdir()
+    assert resolve_model_ref("") == str(tmp_path / "shipped_model")
+
+
+def test_example_files(tmp_path: Path) -> None:
+    assert example_files(EXAMPLES_DIR) == EXAMPLES
+    assert example_files(tmp_path / "absent") == [] and example_files(None) == []
+
+
+def test_launch_options() -> None:
+    assert launch_options() == {
+        "max_file_size": DEFAULT_MAX_BYTES,
+        "state_session_capacity": 256,
+        "run_history": False,
+        "enable_monitoring": False,
+        "footer_links": ["api", "gradio"],
+    }
+
+
+def test_api_has_three_public_endpoints(server: Server) -> None:
+    info = Client(server.url, verbose=False).view_api(print_info=False, return_format="dict")
+    endpoints = info["named_endpoints"]
+    assert list(endpoints) == ["/classify", "/explain", "/batch"]
+    assert [p["parameter_name"] for p in endpoints["/classify"]["parameters"]] == ["image"]
+    assert [p["parameter_name"] for p in endpoints["/explain"]["parameters"]] == ["image", "target_class"]
+    assert [p["parameter_name"] for p in endpoints["/batch"]["parameters"]] == ["files"]
+    assert [r["component"] for r in endpoints["/explain"]["returns"]] == ["Image", "Textbox"]
+    assert [r["component"] for r in endpoints["/batch"]["returns"]] == ["Dataframe", "File"]
+
+
+def test_concurrency_the_readme_states(server: Server) -> None:
+    """2 slices at once (classify, explain and the heat-map picker share the slots); batch and report 1 each."""
+    assert DEFAULT_CONCURRENCY == 2 and DEFAULT_MAX_QUEUE == 64
+    queued = {(fn.api_name, fn.concurrency_id, fn.concurrency_limit) for fn in server.demo.fns.values() if fn.queue}
+    named = {(name, cid, limit) for name, cid, limit in queued if name in ("classify", "explain", "batch")}
+    assert named == {("classify", "classify", 2), ("explain", "classify", 2), ("batch", "batch", 1)}
+    assert {cid for _, cid, _ in queued} == {"classify", "batch", "report"}
+
+
+def test_queue_runs_two_holds_64_and_then_says_queue_is_full(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With both slots busy, 64 more requests wait and the next is refused with "Queue is full"."""
+    real_predict = server.state.predictor.predict
+    release, started = threading.Event(), threading.Semaphore(0)
+    running = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def busy_predict(source: object) -> object:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        started.release()
+        try:
+            release.wait(WAIT_S)
+            return real_predict(source)
+        finally:
+            with lock:
+                running["now"] -= 1
+
+    monkeypatch.setattr(server.state.predictor, "predict", busy_predict)
+    with httpx.Client(base_url=server.url, timeout=WAIT_S) as http:
+        path = upload(http, EXAMPLES[0].read_bytes(), EXAMPLES[0].name).json()[0]
+        body = {"data": [file_data(path)]}
+        try:
+            events = [http.post("/gradio_api/call/classify", json=body).json()["event_id"] for _ in range(2)]
+            assert started.acquire(timeout=WAIT_S) and started.acquire(timeout=WAIT_S)
+            for _ in range(DEFAULT_MAX_QUEUE):
+                response = http.post("/gradio_api/call/classify", json=body)
+                assert response.status_code == 200, response.text
+                events.append(response.json()["event_id"])
+            full = http.post("/gradio_api/call/classify", json=body)
+            assert running == {"now": 2, "most": 2}
+        finally:
+            release.set()
+        assert full.status_code == 503
+        assert full.json()["detail"] == "Queue is full. Max size is 64 and size is 64."
+        for event_id in events:
+            assert "event: complete" in http.get(f"/gradio_api/call/classify/{event_id}").text
+    assert running["most"] == 2
+
+
+def page_text(url: str) -> str:
+    return httpx.get(f"{url.rstrip('/')}/config", timeout=30).text
+
+
+def test_page_config_has_no_server_path(server: Server) -> None:
+    """GET /config: the model shows by its folder's name; neither the checkout nor the folder's path appears."""
+    text = page_text(server.url)
+    assert str(REPO) not in text
+    assert str(server.folder) not in text and str(server.folder.parent) not in text
+    comps = components_by_elem_id(server.url)
+    assert comps["model-card"]["props"]["value"] == about_markdown(server.state.loaded).strip()
+    assert "Model: `model`" in text
+
+
+def test_shipped_model_page_has_no_server_path() -> None:
+    """The app as ``python app.py`` starts it: the shipped model, named, with no path of this checkout."""
+    with serve(SHIPPED_MODEL_DIR, timers=FakeTimers()) as s:
+        assert isinstance(s.state.predictor, Predictor) and s.state.loaded.folder == SHIPPED_MODEL_DIR
+        text = page_text(s.url)
+    assert str(REPO) not in text and str(SHIPPED_MODEL_DIR) not in text
+    assert "Model: the shipped model (`shipped_model`)" in text
