@@ -4,6 +4,7 @@ channels_last; the predictor and ``python -m lungdemo.predict`` on a chosen devi
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,28 @@ def test_device_check_bench_without_gpu_says_so() -> None:
     )
     assert run.returncode == 0
     assert "no CUDA GPU here" in run.stdout and "nothing to check" in run.stdout
+
+
+def run_app(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
+
+
+def test_app_has_device_in_help() -> None:
+    proc = run_app("--help")
+    assert proc.returncode == 0 and "--device" in proc.stdout and "LUNGDEMO_DEVICE" in proc.stdout
+
+
+@no_cuda
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_app_cuda_without_cuda_fails_at_once(tmp_path: Path, how: str) -> None:
+    folder = make_model_folder(tmp_path / "m")
+    if how == "flag":
+        proc = run_app("--model", str(folder), "--device", "cuda")
+    else:
+        proc = run_app("--model", str(folder), LUNGDEMO_DEVICE="cuda")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --device cuda: CUDA is not available here")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
