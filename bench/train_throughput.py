@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lungdemo.model import LungAlexNet
 from lungdemo.preprocessing import PreprocessConfig, normalize
 from train.augment import AugmentConfig
-from train.data import CLASS_NAMES, labels_of, load_images, scan_split
-from train.engine import train_one_epoch
+from train.data import CLASS_NAMES, DEFAULT_CACHE_DIR, labels_of, load_images, scan_split
+from train.engine import EpochConfig, Split, TrainingParts, train_one_epoch
 
 
 def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, bs: int) -> float:
@@ -55,33 +55,22 @@ def main() -> None:
 
     cfg = PreprocessConfig(image_size=args.image_size)
     samples = scan_split(args.data_dir, "train")[: args.images]
-    images = load_images(samples, cfg, Path(".cache/lungdemo"))
+    images = load_images(samples, cfg, DEFAULT_CACHE_DIR)
     labels = labels_of(samples)
     pre_normalised = normalize(images, cfg)
     torch.manual_seed(0)
     model = LungAlexNet(class_names=list(CLASS_NAMES), hidden=args.hidden, preprocessing=cfg.to_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     crit = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(0)
-    aug = AugmentConfig()
+    parts = TrainingParts(model, opt, crit, torch.Generator().manual_seed(0))
+    epoch_cfg = EpochConfig(cfg, AugmentConfig(), args.batch_size)
 
     bare_loop(model, pre_normalised[: args.batch_size * 2], labels[: args.batch_size * 2], opt, args.batch_size)
     bare, pipe = [], []
     for r in range(args.repeats):
         bare.append(bare_loop(model, pre_normalised, labels, opt, args.batch_size))
         t0 = time.perf_counter()
-        train_one_epoch(
-            model,
-            images,
-            labels,
-            criterion=crit,
-            optimizer=opt,
-            pre_cfg=cfg,
-            aug_cfg=aug,
-            batch_size=args.batch_size,
-            gen=gen,
-            epoch=r + 1,
-        )
+        train_one_epoch(parts, Split(images, labels), epoch_cfg, r + 1)
         pipe.append(len(images) / (time.perf_counter() - t0))
 
     print(

@@ -36,7 +36,6 @@ from huggingface_hub.errors import (
 )
 
 from lungdemo.folder import (
-    CARD_NAME,
     FOLDER_PATTERNS,
     METRICS_NAME,
     ModelLoadError,
@@ -47,8 +46,6 @@ from lungdemo.folder import (
 from lungdemo.model import LungAlexNet
 
 __all__ = [
-    "CARD_NAME",
-    "METRICS_NAME",
     "REPO_ID_RE",
     "SHIPPED_MODEL_DIR",
     "LoadedModel",

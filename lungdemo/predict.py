@@ -40,9 +40,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lungdemo.atomic import write_text
 from lungdemo.decode import DEFAULT_MAX_BYTES, ImageDecodeError
-from lungdemo.device import DeviceError, add_device_argument, describe_device, resolve_device
-from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, ModelLoadError, load_model
+from lungdemo.device import add_device_argument, describe_device, resolve_device
+from lungdemo.errors import LungdemoError
+from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, load_model
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import decode_canonical
 
@@ -58,7 +60,7 @@ DEFAULT_BATCH_SIZE = 32
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-class InputError(Exception):
+class InputError(LungdemoError):
     """An input refused before decoding (archive over its limits, unreadable archive).
 
     It takes the place of the file's bytes in a source list, so its row keeps its position.
@@ -277,12 +279,7 @@ def rows_to_csv(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> s
 
 def write_csv(rows: Sequence[dict[str, Any]], class_names: Sequence[str], out: Path) -> Path:
     """Write the CSV atomically (temporary file beside it, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(rows_to_csv(rows, class_names), encoding="utf-8", newline="")
-    tmp.replace(out)
-    return out
+    return write_text(out, rows_to_csv(rows, class_names))
 
 
 def default_model_ref() -> str | None:
@@ -333,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)  # before the download: a missing GPU fails at once
         loaded = load_model(ref)
-    except (DeviceError, ModelLoadError) as exc:
+    except LungdemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sources = collect_sources(args.inputs, max_members=args.max_zip_members, max_total_bytes=args.max_zip_bytes)
@@ -343,7 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = Predictor(loaded, device=device)
     with tqdm(total=len(sources), unit="slice", disable=args.no_progress, file=sys.stderr) as bar:
         rows = predict_files(predictor, sources, batch_size=args.batch_size, on_progress=bar.update)
-    write_csv(rows, predictor.class_names, args.out)
+    try:
+        write_csv(rows, predictor.class_names, args.out)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     failed = sum(1 for r in rows if r["error"])
     counts = Counter(r["predicted_class"] for r in rows if not r["error"])
     print(f"model: {loaded.description} on {describe_device(device)}")

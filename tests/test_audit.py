@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.training_helpers import error_line
 from train import audit
 from train.data import SPLITS
 
@@ -163,10 +164,37 @@ def test_cli_unreadable_file_is_a_one_line_error(planted: Path, tmp_path: Path, 
     bad.write_bytes(bad.read_bytes()[:50])
     out = tmp_path / "audit.json"
     assert audit.main(["--data-dir", str(planted), "--out", str(out)]) == 2
-    printed = capsys.readouterr().out.strip()
-    assert printed.startswith("error: cannot decode") and str(bad) in printed
-    assert "\n" not in printed
+    captured = capsys.readouterr()
+    err = error_line(captured.err)
+    assert err.startswith(f"error: cannot decode {bad}: ")
+    assert captured.out == ""
     assert not out.exists()
+
+
+def test_cli_unwritable_report_is_a_one_line_error(
+    planted: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    out = tmp_path / "file.txt" / "audit.json"
+    assert audit.main(["--data-dir", str(planted), "--out", str(out)]) == 2
+    assert error_line(capsys.readouterr().err).startswith(f"error: cannot write {out}: ")
+    assert (tmp_path / "file.txt").read_text() == "a file, not a folder"
+
+
+def test_cli_report_write_is_atomic(planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while putting the report in place leaves the previous report and no temporary file."""
+    out = tmp_path / "reports" / "audit.json"
+    out.parent.mkdir()
+    out.write_text('{"old": true}')
+
+    def full_disk(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", full_disk)
+    assert audit.main(["--data-dir", str(planted), "--out", str(out)]) == 2
+    monkeypatch.undo()
+    assert out.read_text() == '{"old": true}'
+    assert sorted(p.name for p in out.parent.iterdir()) == ["audit.json"]
 
 
 # --- the real dataset (one audit run, ~10 s) -------------------------------------------------

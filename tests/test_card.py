@@ -20,8 +20,9 @@ from huggingface_hub import ModelCard
 import lungdemo
 from lungdemo.folder import write_model_folder
 from lungdemo.loading import SHIPPED_MODEL_DIR
+from lungdemo.model import TAGS
 from tests.conftest import TEST_CLASSES, fake_metrics, make_model
-from train.card import DATASET_ID, TAGS, TEMPLATE_PATH, main, render_model_card
+from train.card import DATASET_ID, TEMPLATE_PATH, main, render_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = [

@@ -212,6 +212,20 @@ def test_load_images_unreadable_cache_is_rebuilt(small_split: list, tmp_path: Pa
     assert torch.equal(load_images(small_split, cfg, cache_dir=cache), good)
 
 
+def test_failed_cache_write_leaves_no_file(small_split: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while caching: no half-written entry that the next run would read."""
+    cache = tmp_path / "cache"
+
+    def half_then_full(tensors, filename, *args, **kwargs) -> None:
+        Path(filename).write_bytes(b"\0" * 100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data_mod, "save_file", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        load_images(small_split, PreprocessConfig(image_size=32), cache_dir=cache)
+    assert list(cache.iterdir()) == []
+
+
 def test_corrupt_image_names_the_path(small_split: list, tmp_path: Path) -> None:
     bad = small_split[3].path
     bad.write_bytes(bad.read_bytes()[:60])  # truncated PNG

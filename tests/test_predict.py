@@ -29,6 +29,7 @@ from lungdemo.predict import (
 )
 from lungdemo.predictor import Predictor
 from tests.conftest import TEST_CLASSES, make_model_folder
+from tests.training_helpers import error_line
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.png"))
@@ -318,7 +319,9 @@ def test_cli_failures(
     assert main([str(EXAMPLES[0]), "--out", str(out)]) == 2
     assert "no --model given" in capsys.readouterr().err
     assert main([str(EXAMPLES[0]), "--out", str(out), "--model", str(tmp_path / "nothing")]) == 2
-    capsys.readouterr()
+    captured = capsys.readouterr()
+    assert error_line(captured.err).startswith("error: ") and str(tmp_path / "nothing") in captured.err
+    assert captured.out == ""
     monkeypatch.setenv("LUNGDEMO_MODEL", str(model_dir))  # the environment default works
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"nope")
@@ -329,3 +332,26 @@ def test_cli_failures(
     assert main([str(empty), "--out", str(out)]) == 2
     assert "no image files" in capsys.readouterr().err
     assert main([str(EXAMPLES[0]), "--out", str(out), "--batch-size", "0"]) == 2
+
+
+def test_cli_unwritable_csv_is_a_one_line_error(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    out = tmp_path / "file.txt" / "r.csv"
+    assert main([str(EXAMPLES[0]), "--out", str(out), "--model", str(model_dir), "--no-progress"]) == 2
+    assert error_line(capsys.readouterr().err).startswith(f"error: cannot write {out}: ")
+    assert (tmp_path / "file.txt").read_text() == "a file, not a folder"
+
+
+def test_write_csv_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while putting the CSV in place keeps the previous one and leaves no temporary file."""
+    out = write_csv([], TEST_CLASSES, tmp_path / "r.csv")
+    before = out.read_bytes()
+
+    def full_disk(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_csv([{"file": "a.png", "predicted_class": "", "error": "x"}], TEST_CLASSES, out)
+    monkeypatch.undo()
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lungdemo.loading import SHIPPED_MODEL_DIR, load_model
-from train import evaluate
 from train.data import scan_dataset
+from train.scoring import evaluate_test
 
 MAX_BYTES = 30 * 1024 * 1024
 
@@ -32,8 +32,19 @@ def test_card_says_how_it_was_trained() -> None:
     assert "No ImageNet weights were used" in card
     assert "--pretrained imagenet" in card  # how to train the ImageNet-initialised version
     assert args["command"] in card and args["export_command"] in card
-    if "teacher" in args:
-        assert args["teacher"]["command"] in card
+
+
+def test_the_teacher_is_recorded_and_its_command_is_in_the_card() -> None:
+    """The shipped student was distilled (``--teacher`` in its command): the record must be there."""
+    args = json.loads((SHIPPED_MODEL_DIR / "training_args.json").read_text())
+    assert "--teacher runs/teacher" in args["command"]
+    teacher = args["teacher"]
+    assert teacher["command"].startswith("python -m train.teacher --data-dir ")
+    assert teacher["architecture"].startswith("efficientnet-lite0")
+    assert 0.0 < teacher["val_macro_f1"] <= 1.0 and teacher["best_epoch"] >= 1
+    card = (SHIPPED_MODEL_DIR / "README.md").read_text()
+    assert teacher["command"] in card  # the reproduce steps rebuild the teacher first
+    assert "knowledge distillation" in card
 
 
 @pytest.mark.integration
@@ -41,7 +52,7 @@ def test_stored_test_metrics_are_what_evaluation_gives(data_dir: Path, tmp_path:
     """The figures in metrics.json (and so in the card and the app's evaluation tab) are true."""
     stored = json.loads((SHIPPED_MODEL_DIR / "metrics.json").read_text())
     loaded = load_model(SHIPPED_MODEL_DIR)
-    result = evaluate.evaluate_test(loaded.model, scan_dataset(data_dir), data_dir, cache_dir=tmp_path / "cache")
+    result = evaluate_test(loaded.model, scan_dataset(data_dir), data_dir, cache_dir=tmp_path / "cache")
     for key in ("test", "test_leakage_free"):
         assert result[key]["accuracy"] == pytest.approx(stored[key]["accuracy"], abs=1e-9)
         assert result[key]["macro"]["f1"] == pytest.approx(stored[key]["macro"]["f1"], abs=1e-9)

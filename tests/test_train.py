@@ -10,81 +10,22 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import train.checkpoint as ckpt
+import train.loop as loop_mod
 import train.train as train_mod
 from lungdemo.loading import load_model
 from lungdemo.preprocessing import PreprocessConfig
+from tests.training_helpers import error_line, fake_dataset, mirror_subset, small_args, snapshot
 from train import evaluate
 from train.data import CLASS_NAMES, scan_dataset
-from train.evaluate import format_metrics
-from train.train import limit_samples
+from train.scoring import evaluate_test, format_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["confusion_matrix.png", "confusion_matrix_leakage_free.png", "confusion_matrix_validation.png"]
-LONG = [
-    "adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib",
-    "large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa",
-    "normal",
-    "squamous.cell.carcinoma_left.hilum_T1_N2_M0_IIIa",
-]
-SHORT = ["adenocarcinoma", "large.cell.carcinoma", "normal", "squamous.cell.carcinoma"]
-
-
-def small_args(data_dir: Path, out: Path, cache: Path, *extra: str, epochs: int = 1) -> list[str]:
-    return [
-        "--data-dir",
-        str(data_dir),
-        "--out",
-        str(out),
-        "--limit",
-        "6",
-        "--image-size",
-        "64",
-        "--hidden",
-        "32",
-        "--epochs",
-        str(epochs),
-        "--pretrained",
-        "none",
-        "--threads",
-        "1",
-        "--cache-dir",
-        str(cache),
-        *extra,
-    ]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def error_line(captured: str) -> str:
-    """The one ``error:`` line of a failed command (progress bars may share stderr)."""
-    lines = [line for line in captured.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, captured
-    assert lines[-1] == errors[0], captured  # nothing (no traceback) after it
-    return errors[0]
-
-
-def fake_dataset(root: Path, counts: dict[str, list[int]] | None = None) -> Path:
-    """A tiny dataset of smooth random PNGs; ``counts[split]`` = images per class."""
-    counts = counts or {"train": [2, 2, 2, 2], "valid": [1, 1, 1, 1], "test": [1, 1, 1, 1]}
-    rng = np.random.default_rng(0)
-    for split, per_class in counts.items():
-        for name, n in zip(SHORT if split == "test" else LONG, per_class, strict=True):
-            d = root / split / name
-            d.mkdir(parents=True)
-            for i in range(n):
-                small = rng.integers(0, 256, (8, 8), dtype=np.uint8)
-                Image.fromarray(small).resize((80, 72), Image.Resampling.BICUBIC).save(d / f"{i}.png")
-    return root
 
 
 # --- one short training run on the real data -------------------------------------------------
@@ -156,16 +97,6 @@ def test_reload_keeps_class_names_and_preprocessing(one_epoch_run: Path) -> None
         assert torch.equal(value, best[key]), key
 
 
-def mirror_subset(data_dir: Path, dest: Path, limit: int) -> Path:
-    """Symlink exactly the files a ``--limit`` run used into a dataset of the same layout."""
-    for samples in scan_dataset(data_dir).values():
-        for s in limit_samples(samples, limit):
-            target = dest / s.path.relative_to(data_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(s.path)
-    return dest
-
-
 @pytest.mark.integration
 def test_evaluate_reproduces_the_stored_test_metrics(
     one_epoch_run: Path, data_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
@@ -184,19 +115,11 @@ def test_evaluate_reproduces_the_stored_test_metrics(
 
     # and exactly, to the last bit, through the same functions
     loaded = load_model(one_epoch_run / "model")
-    result = evaluate.evaluate_test(loaded.model, scan_dataset(subset), subset, cache_dir=cache_dir)
+    result = evaluate_test(loaded.model, scan_dataset(subset), subset, cache_dir=cache_dir)
     assert result["test"] == metrics["test"]
     assert result["test"]["accuracy"] == metrics["test"]["accuracy"]
     assert result["test_leakage_free"] == metrics["test_leakage_free"]
     assert result["leakage_free"] == metrics["leakage_free"]
-
-
-@pytest.mark.integration
-def test_evaluate_refuses_a_bad_model_folder(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    (tmp_path / "empty").mkdir()
-    assert evaluate.main(["--model", str(tmp_path / "empty"), "--data-dir", str(data_dir)]) == 2
-    out = capsys.readouterr().out
-    assert out.startswith("error: ") and str(tmp_path / "empty") in out and "missing config.json" in out
 
 
 @pytest.mark.integration
@@ -375,13 +298,13 @@ def test_class_weights_from_training_counts_reach_the_loss(tmp_path: Path, monke
     # training counts 6, 3, 2, 1: balanced weights n / (k * count) = 12/24, 12/12, 12/8, 12/4
     data = fake_dataset(tmp_path / "data", {"train": [6, 3, 2, 1], "valid": [1, 1, 1, 1], "test": [1, 1, 1, 1]})
     seen = []
-    real_epoch = train_mod.train_one_epoch
+    real_epoch = loop_mod.train_one_epoch
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs["criterion"].weight.clone())
-        return real_epoch(*args, **kwargs)
+    def spy(parts, data, cfg, epoch):
+        seen.append(parts.criterion.weight.clone())
+        return real_epoch(parts, data, cfg, epoch)
 
-    monkeypatch.setattr(train_mod, "train_one_epoch", spy)
+    monkeypatch.setattr(loop_mod, "train_one_epoch", spy)
     out = tmp_path / "run"
     assert train_mod.main(small_args(data, out, tmp_path / "cache")) == 0
     expected = [0.5, 1.0, 1.5, 3.0]

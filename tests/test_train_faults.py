@@ -1,9 +1,10 @@
-"""Training faults: a run killed by a signal, a full disk, writes that fail half-way.
+"""Training faults: a run killed by a signal, a full disk, a model folder write that fails half-way.
 
 The kill test runs ``python -m train`` as a child process on the real dataset (a tiny config:
 6 images per class and split, 64x64 inputs, a 32-wide head, one thread), SIGKILLs it as soon
 as the first epoch's checkpoint exists, resumes it with ``--resume`` and compares the final
-``metrics.json`` with an uninterrupted run's. The other tests run in-process on fake data.
+``metrics.json`` with an uninterrupted run's. The other tests run in-process on fake data;
+checkpoint writes that fail are in ``test_checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from safetensors.torch import load_file
 
 import lungdemo.folder as folder_mod
 import train.checkpoint as ckpt
+import train.loop as loop_mod
 import train.train as train_mod
 from lungdemo.loading import load_model
 from tests.conftest import make_model, make_model_folder
-from tests.test_train import error_line, fake_dataset, small_args
+from tests.training_helpers import error_line, fake_dataset, small_args
+from train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 Usage = namedtuple("Usage", "total used free")  # what shutil.disk_usage returns
@@ -106,7 +109,7 @@ def test_full_disk_is_reported_before_anything_is_written(
         asked.append(Path(path))
         return Usage(10 * 2**30, 10 * 2**30, 0)
 
-    monkeypatch.setattr(train_mod.shutil, "disk_usage", full_disk)
+    monkeypatch.setattr(loop_mod.shutil, "disk_usage", full_disk)
     monkeypatch.setattr(train_mod, "load_images", lambda *a, **k: pytest.fail("the dataset was decoded"))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert train_mod.main(small_args(data, out, tmp_path / "cache")) == 2
@@ -124,10 +127,10 @@ def test_full_disk_on_resume_leaves_the_run_as_it_was(
     (out / "checkpoints").mkdir(parents=True)
     ckpt.save_atomic({"state": {"epoch": 1}}, out / "checkpoints" / ckpt.LAST)
     before = (out / "checkpoints" / ckpt.LAST).read_bytes()
-    monkeypatch.setattr(train_mod.shutil, "disk_usage", lambda p: Usage(2**30, 2**30, 0))
-    args = train_mod.get_args_parser().parse_args(["--data-dir", str(tmp_path), "--out", str(out), "--resume"])
-    with pytest.raises(train_mod.RunError, match=f"not enough disk space in {out}"):
-        train_mod.prepare_out_dir(args)
+    monkeypatch.setattr(loop_mod.shutil, "disk_usage", lambda p: Usage(2**30, 2**30, 0))
+    cfg = TrainConfig(data_dir=tmp_path, out=out, resume=True)
+    with pytest.raises(loop_mod.RunError, match=f"not enough disk space in {out}"):
+        loop_mod.prepare_out_dir(cfg, out / "model" / "config.json", loop_mod.disk_need(10**6))
     assert (out / "checkpoints" / ckpt.LAST).read_bytes() == before
     assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", ckpt.LAST]
 
@@ -137,65 +140,6 @@ def test_full_disk_on_resume_leaves_the_run_as_it_was(
 
 class DiskFull(OSError):
     pass
-
-
-def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / ckpt.LAST
-    first = {"state": {"epoch": 1}, "weights": torch.arange(10.0)}
-    ckpt.save_atomic(first, path)
-    before = path.read_bytes()
-    real_save = torch.save
-
-    def write_half_then_fail(obj, f, *args, **kwargs) -> None:
-        real_save(obj, f, *args, **kwargs)
-        f.truncate(f.tell() // 2)  # half a checkpoint on disk, as a kill mid-write leaves it
-        raise DiskFull(28, "No space left on device")
-
-    monkeypatch.setattr(ckpt.torch, "save", write_half_then_fail)
-    with pytest.raises(DiskFull):
-        ckpt.save_atomic({"state": {"epoch": 2}, "weights": torch.zeros(10)}, path)
-    assert path.read_bytes() == before
-    loaded = torch.load(path, weights_only=True)
-    assert loaded["state"]["epoch"] == 1 and torch.equal(loaded["weights"], first["weights"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.LAST]  # no partial file left
-
-
-def test_killed_checkpoint_write_leaves_only_a_temporary_file(tmp_path: Path) -> None:
-    """What SIGKILL during ``torch.save`` leaves: a partial ``.last.pt.tmp`` beside the intact checkpoint."""
-    path = tmp_path / ckpt.LAST
-    ckpt.save_atomic({"state": {"epoch": 1}}, path)
-    script = (
-        "import os, signal, sys, torch\n"
-        "import train.checkpoint as ckpt\n"
-        "real = torch.save\n"
-        "def die(obj, f, *a, **k):\n"
-        "    real(obj, f, *a, **k)\n"
-        "    f.flush(); f.truncate(f.tell() // 2); f.flush()\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "ckpt.torch.save = die\n"
-        "ckpt.save_atomic({'state': {'epoch': 2}, 'w': torch.zeros(1000)}, sys.argv[1])\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, timeout=300)
-    assert proc.returncode == -signal.SIGKILL
-    assert torch.load(path, weights_only=True)["state"]["epoch"] == 1
-    tmp = tmp_path / f".{ckpt.LAST}.tmp"
-    assert tmp.exists()
-    ckpt.save_atomic({"state": {"epoch": 2}}, path)  # the next save simply replaces it
-    assert not tmp.exists() and torch.load(path, weights_only=True)["state"]["epoch"] == 2
-
-
-def test_failed_best_weights_write_keeps_the_previous_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ckpt.save_best({"w": torch.ones(3)}, tmp_path)
-
-    def fail(tensors, filename, *args, **kwargs) -> None:
-        Path(filename).write_bytes(b"\0" * 7)
-        raise DiskFull(28, "No space left on device")
-
-    monkeypatch.setattr(ckpt, "save_file", fail)
-    with pytest.raises(DiskFull):
-        ckpt.save_best({"w": torch.zeros(3)}, tmp_path)
-    assert torch.equal(ckpt.load_best(tmp_path)["w"], torch.ones(3))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.BEST]
 
 
 def test_failed_model_folder_write_keeps_the_previous_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lungdemo import DISCLAIMER
-from lungdemo.loading import CARD_NAME, load_model
+from lungdemo.folder import CARD_NAME
+from lungdemo.loading import load_model
 from lungdemo.web.about import about_markdown, local_images_as_text, strip_front_matter
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import statistics
+import sys
 from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -27,7 +28,9 @@ import imagehash
 import numpy as np
 from tqdm import tqdm
 
+from lungdemo.atomic import write_json
 from lungdemo.decode import ImageDecodeError, decode_image, open_image
+from lungdemo.errors import LungdemoError
 from train.data import CLASS_NAMES, SPLITS, DatasetError, Sample, scan_dataset
 
 logger = logging.getLogger(__name__)
@@ -74,7 +77,8 @@ def audit_samples(
 ) -> dict[str, Any]:
     """Build the audit report for already-scanned splits."""
     samples = [s for split in splits.values() for s in split]
-    facts = [file_facts(s) for s in tqdm(samples, desc="audit", unit="img", leave=False)]
+    with tqdm(samples, desc="audit", unit="img", leave=False) as bar:  # cleared before an error is shown
+        facts = [file_facts(s) for s in bar]
     report: dict[str, Any] = {"data_dir": str(data_dir), "near_threshold": near_threshold}
 
     counts = {split: {c: sum(1 for s in ss if s.class_name == c) for c in CLASS_NAMES} for split, ss in splits.items()}
@@ -215,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = audit_dataset(args.data_dir, args.near_threshold)
-    except DatasetError as exc:
-        print(f"error: {exc}")
+        write_json(args.out, report)
+    except LungdemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(args.out)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print("\n".join(summary_lines(report)))
     print(f"report written to {args.out}")
     return 0

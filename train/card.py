@@ -23,13 +23,10 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import lungdemo
+from lungdemo.model import LIBRARY_NAME, LICENSE, PIPELINE_TAG, TAGS
 
 logger = logging.getLogger(__name__)
 
-LIBRARY_NAME = "lungdemo"
-PIPELINE_TAG = "image-classification"
-LICENSE = "mit"
-TAGS = ["lungdemo", "alexnet", "chest-ct", "medical-imaging", "image-classification", "pytorch", "safetensors"]
 DATASET_ID = "mohamedhanyyy/chest-ctscan-images"
 DATASET_URL = f"https://www.kaggle.com/datasets/{DATASET_ID}"
 DATASET_NAME = "Chest CT-Scan images (Kaggle)"

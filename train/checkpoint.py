@@ -2,57 +2,45 @@
 
 ``checkpoints/last.pt`` holds model, optimizer, scheduler, epoch, best-so-far bookkeeping,
 history and every RNG state, so ``--resume`` continues a killed run and ends with the same
-result as an uninterrupted one. It is written to a temporary file and renamed, so a kill
-during the write leaves the previous checkpoint intact. It is read with
-``torch.load(weights_only=True)``: only tensors and plain containers, no code. The best
-weights so far are kept as ``checkpoints/best.safetensors``.
+result as an uninterrupted one. It is read with ``torch.load(weights_only=True)``: only
+tensors and plain containers, no code. The best weights so far are kept as
+``checkpoints/best.safetensors``. Both go through :mod:`lungdemo.atomic`, so a kill or a
+failed write leaves the previous file whole.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from lungdemo.atomic import atomic_open, atomic_path
+
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.safetensors"
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary name, fsync, rename: ``path`` is always a whole checkpoint.
+    """``torch.save`` to a temporary name, fsync, rename: ``path`` is always a whole checkpoint."""
+    with atomic_open(path, "wb", fsync=True) as f:
+        torch.save(obj, f)
 
-    A failure while writing (a full disk, an error) removes the partial temporary file and
-    leaves the previous checkpoint as it was; a kill leaves at most the temporary file, which
-    the next save overwrites and nothing reads.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A state dict as safetensors (contiguous CPU copies), written atomically."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
 
 
 def save_best(state: dict[str, torch.Tensor], ckpt_dir: Path) -> None:
-    """The best weights so far, written like :func:`save_atomic` (temporary name, rename)."""
-    tmp = Path(ckpt_dir) / f".{BEST}.tmp"
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-        tmp.replace(Path(ckpt_dir) / BEST)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """The best weights so far, as ``ckpt_dir/best.safetensors``."""
+    save_weights(state, Path(ckpt_dir) / BEST)
 
 
 def load_best(ckpt_dir: Path) -> dict[str, torch.Tensor]:

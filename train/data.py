@@ -19,7 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from lungdemo.atomic import atomic_path
 from lungdemo.decode import ImageDecodeError
+from lungdemo.errors import LungdemoError
 from lungdemo.preprocessing import PreprocessConfig, canonical_tensor
 
 logger = logging.getLogger(__name__)
@@ -31,9 +33,11 @@ CLASS_NAMES: tuple[str, ...] = (
     "squamous_cell_carcinoma",
 )
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+DEFAULT_CACHE_DIR = Path(".cache/lungdemo")
+"""Where every command keeps decoded slices between runs (``--cache-dir``)."""
 
 
-class DatasetError(ValueError):
+class DatasetError(LungdemoError, ValueError):
     """A problem with the dataset on disk; the message names the path."""
 
 
@@ -142,10 +146,8 @@ def load_images(
         except ImageDecodeError as exc:
             raise DatasetError(f"cannot decode {s.path}: {exc}") from exc
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        save_file({"images": out}, str(tmp))
-        tmp.replace(cache_file)
+        with atomic_path(cache_file) as tmp:
+            save_file({"images": out}, str(tmp))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,42 +17,69 @@ from train.augment import AugmentConfig, augment_batch
 logger = logging.getLogger(__name__)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    pre_cfg: PreprocessConfig,
-    aug_cfg: AugmentConfig,
-    batch_size: int,
-    gen: torch.Generator,
-    epoch: int,
-    mixup: float = 0.0,
-    teacher: nn.Module | None = None,
-    distill_alpha: float = 0.0,
-    distill_temperature: float = 4.0,
-) -> float:
+@dataclass(frozen=True)
+class Split:
+    """Cached canonical ``uint8`` slices ``(N, 1, S, S)`` and their labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """A teacher whose softened predictions weigh ``alpha`` in the loss."""
+
+    teacher: nn.Module
+    alpha: float
+    temperature: float
+
+
+@dataclass(frozen=True)
+class EpochConfig:
+    """How each batch is made and scored: preprocessing, augmentation, batch size, mixup, teacher."""
+
+    pre: PreprocessConfig
+    augment: AugmentConfig
+    batch_size: int
+    mixup: float = 0.0
+    distill: Distillation | None = None
+
+
+@dataclass(frozen=True)
+class TrainingParts:
+    """What an epoch updates: the model through its optimizer and loss, and the generator it draws from."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    gen: torch.Generator
+
+
+def train_one_epoch(parts: TrainingParts, data: Split, cfg: EpochConfig, epoch: int) -> float:
     """Shuffle, augment, step; returns the mean training loss.
 
-    All randomness comes from ``gen`` so that a resumed run (which restores its state)
-    draws the same batches and augmentations as an uninterrupted one. With a ``teacher``,
-    the loss mixes the label loss with ``distill_alpha`` of the KL divergence to the
-    teacher's softened predictions on the very same augmented (and mixed) batch.
+    All randomness comes from ``parts.gen`` so that a resumed run (which restores its state)
+    draws the same batches and augmentations as an uninterrupted one. With ``cfg.distill``,
+    the loss mixes the label loss with ``alpha`` of the KL divergence to the teacher's
+    softened predictions on the very same augmented (and mixed) batch.
     """
+    model, criterion, optimizer, gen = parts.model, parts.criterion, parts.optimizer, parts.gen
+    images, labels = data.images, data.labels
+    distill = cfg.distill
     model.train()
     order = torch.randperm(len(images), generator=gen)
     total, seen = 0.0, 0
-    bar = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}", unit="batch", leave=False)
+    bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False)
     for start in bar:
-        idx = order[start : start + batch_size]
+        idx = order[start : start + cfg.batch_size]
         if len(idx) < 2:  # batch of 1 cannot be mixed and wastes a step
             continue
-        x = normalize(augment_batch(images[idx], aug_cfg, gen), pre_cfg)
+        x = normalize(augment_batch(images[idx], cfg.augment, gen), cfg.pre)
         y = labels[idx]
-        if mixup > 0:
-            lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen))).beta(mixup, mixup))
+        if cfg.mixup > 0:
+            lam = float(
+                np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen))).beta(cfg.mixup, cfg.mixup)
+            )
             perm = torch.randperm(len(idx), generator=gen)
             x = lam * x + (1 - lam) * x[perm]
             logits = model(x)
@@ -59,16 +87,12 @@ def train_one_epoch(
         else:
             logits = model(x)
             loss = criterion(logits, y)
-        if teacher is not None and distill_alpha > 0:
+        if distill is not None and distill.alpha > 0:
+            t = distill.temperature
             with torch.no_grad():
-                soft = torch.log_softmax(teacher(x) / distill_temperature, dim=1)
-            kd = (
-                F.kl_div(
-                    torch.log_softmax(logits / distill_temperature, dim=1), soft, log_target=True, reduction="batchmean"
-                )
-                * distill_temperature**2
-            )
-            loss = distill_alpha * kd + (1 - distill_alpha) * loss
+                soft = torch.log_softmax(distill.teacher(x) / t, dim=1)
+            kd = F.kl_div(torch.log_softmax(logits / t, dim=1), soft, log_target=True, reduction="batchmean") * t**2
+            loss = distill.alpha * kd + (1 - distill.alpha) * loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

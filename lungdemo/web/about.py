@@ -7,7 +7,8 @@ import re
 import gradio as gr
 
 from lungdemo import DISCLAIMER
-from lungdemo.loading import CARD_NAME, LoadedModel
+from lungdemo.folder import CARD_NAME
+from lungdemo.loading import LoadedModel
 from lungdemo.web.text import model_label
 
 _IMAGE_RE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")

