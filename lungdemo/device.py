@@ -156,6 +156,11 @@ def model_to_device(model: nn.Module, device: torch.device, *, channels_last: bo
     return model
 
 
+def model_to_host(model: nn.Module) -> nn.Module:
+    """Back to the CPU in the standard memory format (for writing the weights)."""
+    return model.to("cpu", memory_format=torch.contiguous_format)
+
+
 def batch_to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool | None = None) -> torch.Tensor:
     """A batch on ``device`` (without blocking the host when it is pinned), channels_last when the model is."""
     x = x.to(device, non_blocking=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -81,6 +83,24 @@ def env_ranks(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:
     return rank, world, local
 
 
+def is_main_process(env: Mapping[str, str] | None = None) -> bool:
+    """Rank 0 (or no torchrun), from the environment alone: before the process group exists."""
+    return env_ranks(env)[0] == 0
+
+
+def launch_command(module: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The command line that started this run, as recorded with its model: ``python -m ...`` or
+    ``torchrun --nproc_per_node N -m ...`` (``--nnodes`` too when there are several machines)."""
+    env = os.environ if env is None else env
+    args = " ".join(shlex.quote(a) for a in argv)
+    _, world, _ = env_ranks(env)
+    if world == 1:
+        return f"python -m {module} {args}"
+    per_node = int(env.get("LOCAL_WORLD_SIZE", world))
+    nodes = f"--nnodes {world // per_node}" if per_node != world else "--standalone"
+    return f"torchrun {nodes} --nproc_per_node {per_node} -m {module} {args}"
+
+
 def backend_for(device: torch.device) -> str:
     if device.type == "cuda":
         return "nccl"
@@ -110,8 +130,23 @@ def init_distributed(device_spec: str, env: Mapping[str, str] | None = None) -> 
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
-    logger.info("process %d of %d on %s (%s)", rank, world, device, backend)
     return DistContext(rank=rank, world_size=world, local_rank=local, device=device, backend=backend)
+
+
+def quiet_unless_main(ctx: DistContext) -> None:
+    """Processes other than rank 0 log warnings only (rank 0 speaks for all)."""
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+@contextmanager
+def main_first(ctx: DistContext) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. decoding into the shared cache), then the others do."""
+    if ctx.enabled and not ctx.is_main:
+        dist.barrier()
+    yield
+    if ctx.enabled and ctx.is_main:
+        dist.barrier()
 
 
 def cleanup(ctx: DistContext) -> None:
