@@ -4,6 +4,7 @@ channels_last; the predictor and ``python -m lungdemo.predict`` on a chosen devi
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -268,3 +269,45 @@ def test_app_cuda_without_cuda_fails_at_once(tmp_path: Path, how: str) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: --device cuda: CUDA is not available here")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+TRAINING_CLIS = {
+    "train": ["--data-dir", "{missing}", "--out", "{out}", "--pretrained", "none"],
+    "train.teacher": ["--data-dir", "{missing}", "--out", "{out}"],
+    "train.evaluate": ["--model", "{missing}", "--data-dir", "{missing}"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(TRAINING_CLIS))
+def test_training_clis_have_device_in_help(module: str) -> None:
+    parser = importlib.import_module(module if module != "train" else "train.train").get_args_parser()
+    assert "--device" in parser.format_help()
+    assert parser.parse_args([a.format(missing="x", out="y") for a in TRAINING_CLIS[module]]).device == "auto"
+
+
+@no_cuda
+@pytest.mark.parametrize("module", sorted(TRAINING_CLIS))
+def test_training_clis_cuda_without_cuda_fail_at_once(
+    module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The device is the first thing checked: the (missing) data and model are never looked at."""
+    main = importlib.import_module(module if module != "train" else "train.train").main
+    argv = [a.format(missing=tmp_path / "missing", out=tmp_path / "out") for a in TRAINING_CLIS[module]]
+    assert main([*argv, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device cuda: CUDA is not available here"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module", sorted(TRAINING_CLIS))
+def test_training_clis_refuse_a_bad_device_name(
+    module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main = importlib.import_module(module if module != "train" else "train.train").main
+    argv = [a.format(missing=tmp_path / "missing", out=tmp_path / "out") for a in TRAINING_CLIS[module]]
+    try:
+        status = main([*argv, "--device", "gpu"])
+    except SystemExit as exc:  # argparse's own refusal
+        status = exc.code
+    assert status == 2
+    assert "'gpu' is not a device: use auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err

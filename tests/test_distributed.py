@@ -3,17 +3,25 @@ and the sharded loss whose averaged gradients are exactly one process's."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 from torch import nn
 
 from lungdemo.device import DeviceError
+from lungdemo.model import LungAlexNet
+from lungdemo.preprocessing import PreprocessConfig
 from tests.conftest import free_port
+from tests.training_helpers import fake_dataset, small_args
 from train.augment import AugmentConfig, apply_augment, augment_batch, draw_augment
+from train.data import CLASS_NAMES
 from train.distributed import (
     DistContext,
     DistributedError,
@@ -26,6 +34,8 @@ from train.distributed import (
     gather_objects,
     gather_rows,
     init_distributed,
+    is_main_process,
+    launch_command,
     min_global_batch,
     shard,
     shard_cross_entropy,
@@ -33,6 +43,7 @@ from train.distributed import (
     wrap_model,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
 
 
@@ -160,3 +171,118 @@ def test_two_gloo_processes(tmp_path: Path) -> None:
         assert res["objects"] == [{"rank": 0}, {"rank": 1}]
         assert res["broadcast"] == "from 0"
     assert results[0]["rows"].tolist() == [0, 2, 4] and results[1]["rows"].tolist() == [1, 3, 0]
+
+
+# --- the real command line: torchrun with two gloo processes against one process --------------------------------
+
+TRAIN_COUNTS = [5, 3, 4, 4]  # unequal: the class weights are not all 1
+EXTRA = ["--batch-size", "8", "--mixup", "0.4", "--label-smoothing", "0.1", "--device", "cpu", "--skip-test"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD)]
+RUN_TIMEOUT_S = 600
+
+
+def train_cmd(launcher: list[str], data: Path, out: Path, cache: Path, *extra: str, epochs: int = 1) -> Path:
+    """Run ``-m train`` under ``launcher`` (``python`` or torchrun); its output folder."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    argv = [*launcher, "-m", "train", *small_args(data, out, cache, *extra, epochs=epochs)]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ddp")
+    data = fake_dataset(root / "data", {"train": TRAIN_COUNTS, "valid": [2, 2, 2, 2], "test": [1, 1, 1, 1]})
+    return data, root / "cache"
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def record(run: Path, name: str) -> dict:
+    return json.loads((run / "model" / name).read_text())
+
+
+def test_two_processes_train_what_one_process_trains(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """Same data, global batch, order and augmentation: after an epoch the weights agree to float rounding.
+
+    Dropout is off: its masks are drawn per process (that is the one intended difference).
+    """
+    data, cache = tiny_data
+    one = train_cmd([sys.executable], data, tmp_path / "one", cache, *EXTRA, "--dropout", "0")
+    two = train_cmd(TORCHRUN, data, tmp_path / "two", cache, *EXTRA, "--dropout", "0")
+    w1, w2, w0 = weights(one), weights(two), start_weights()
+    assert w1.keys() == w2.keys() == w0.keys()
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=2e-6, msg=k)
+        # training moved the weights far more than the two runs differ
+        assert (w2[k] - w1[k]).abs().max() < 0.01 * (w1[k] - w0[k]).abs().max(), k
+    a1, a2 = record(one, "training_args.json"), record(two, "training_args.json")
+    for key in ("class_weights", "train_counts", "valid_count", "best_epoch", "epochs_run"):
+        assert a1[key] == a2[key], key
+    assert len(set(a1["class_weights"].values())) > 1
+    assert (a1["compute"]["world_size"], a2["compute"]["world_size"]) == (1, WORLD)
+    assert a2["compute"]["backend"] == "gloo"
+    assert a2["command"].startswith(f"torchrun --standalone --nproc_per_node {WORLD} -m train ")
+    assert a1["command"].startswith("python -m train ")
+    h1, h2 = record(one, "history.json"), record(two, "history.json")
+    assert h2[0]["train_loss"] == pytest.approx(h1[0]["train_loss"], rel=1e-5)
+    assert h2[0]["val_loss"] == pytest.approx(h1[0]["val_loss"], rel=1e-5)
+    m1, m2 = record(one, "metrics.json"), record(two, "metrics.json")
+    assert m1["validation"]["confusion_matrix"] == m2["validation"]["confusion_matrix"]
+    assert sorted(p.name for p in (one / "model").iterdir()) == sorted(p.name for p in (two / "model").iterdir())
+
+
+def start_weights() -> dict[str, torch.Tensor]:
+    """The seeded initial weights of the runs here (seed 0, 64x64 input, a 32-wide head)."""
+    torch.manual_seed(0)
+    cfg = PreprocessConfig(image_size=64)
+    return LungAlexNet(class_names=list(CLASS_NAMES), hidden=32, preprocessing=cfg.to_dict()).state_dict()
+
+
+def test_resume_under_torchrun_ends_where_an_uninterrupted_run_does(
+    tiny_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Two epochs at once, or one epoch, a stop and ``--resume``: the same weights, bit for bit.
+
+    Dropout is on, so each process's own RNG state must come back from the checkpoint.
+    """
+    data, cache = tiny_data
+    whole = train_cmd(TORCHRUN, data, tmp_path / "whole", cache, *EXTRA, epochs=2)
+    part = train_cmd(TORCHRUN, data, tmp_path / "part", cache, *EXTRA, epochs=1)
+    # make the one-epoch run a two-epoch run stopped after its first epoch (the learning rate
+    # of epoch 2 is the same for both schedules: the warm-up ends with epoch 1)
+    last = part / "checkpoints" / "last.pt"
+    saved = torch.load(last, weights_only=True)
+    assert len(saved["rng_ranks"]) == WORLD
+    saved["args"]["epochs"] = 2
+    torch.save(saved, last)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*TORCHRUN, "-m", "train", "--data-dir", str(data), "--out", str(part), "--resume"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "resumed from epoch 1" in proc.stderr
+    w_whole, w_part = weights(whole), weights(part)
+    for k in w_whole:
+        assert torch.equal(w_whole[k], w_part[k]), k
+    assert record(part, "metrics.json") == record(whole, "metrics.json")
+
+
+def test_the_recorded_command_names_the_launcher() -> None:
+    argv = ["--data-dir", "my data", "--epochs", "2"]
+    assert launch_command("train", argv, env={}) == "python -m train --data-dir 'my data' --epochs 2"
+    env = {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4"}
+    assert launch_command("train.teacher", argv[:2], env=env) == (
+        "torchrun --standalone --nproc_per_node 4 -m train.teacher --data-dir 'my data'"
+    )
+    env = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert launch_command("train", [], env=env) == "torchrun --nnodes 2 --nproc_per_node 4 -m train "
+    assert is_main_process({}) and not is_main_process(env)
