@@ -186,7 +186,7 @@ def explain_source(predictor: Predictor, source: bytes | str | Path, target_clas
             raise ValueError(f"unknown class {target_class!r}: the model's classes are {classes}")
         target = classes.index(target_class)
     canon, info = decode_canonical(source, predictor.cfg)
-    x = normalize(canon, predictor.cfg).unsqueeze(0)
+    x = normalize(canon.to(predictor.device), predictor.cfg).unsqueeze(0)
     with predictor.lock:
         cam, index = gradcam(predictor.model, x, target)
     canonical = Image.fromarray(canon[0].numpy(), mode="L")

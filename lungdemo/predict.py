@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from lungdemo.atomic import write_text
 from lungdemo.decode import DEFAULT_MAX_BYTES, ImageDecodeError
+from lungdemo.device import add_device_argument, describe_device, resolve_device
 from lungdemo.errors import LungdemoError
 from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, load_model
 from lungdemo.predictor import Predictor
@@ -306,6 +307,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-zip-bytes", type=int, default=MAX_ZIP_TOTAL_BYTES, help="uncompressed bytes allowed in one zip"
     )
+    add_device_argument(p, env=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -326,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
+        device = resolve_device(args.device)  # before the download: a missing GPU fails at once
         loaded = load_model(ref)
     except LungdemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -334,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not sources:
         print("error: no image files found in the inputs", file=sys.stderr)
         return 2
-    predictor = Predictor(loaded)
+    predictor = Predictor(loaded, device=device)
     with tqdm(total=len(sources), unit="slice", disable=args.no_progress, file=sys.stderr) as bar:
         rows = predict_files(predictor, sources, batch_size=args.batch_size, on_progress=bar.update)
     try:
@@ -344,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     failed = sum(1 for r in rows if r["error"])
     counts = Counter(r["predicted_class"] for r in rows if not r["error"])
-    print(f"model: {loaded.description}")
+    print(f"model: {loaded.description} on {describe_device(device)}")
     print(f"{len(rows)} files: {len(rows) - failed} classified, {failed} with errors -> {args.out}")
     for cls in predictor.class_names:
         print(f"  {cls}: {counts.get(cls, 0)}")
