@@ -268,14 +268,14 @@ def test_cli_zip_member_limit_at_its_default(
     slice_png = EXAMPLES[0].read_bytes()
     over = tiny_members_zip(tmp_path / "over.zip", PROMISED_ZIP_MEMBERS, extra={"slice.png": slice_png})
     status, rows = run_cli(over, model_dir, tmp_path / "over.csv")
-    assert status == 1
     assert rows == [refused_row(str(over), "zip has 10,001 entries; the limit is 10,000")]
+    assert status == 1
     assert work == Counter()  # nothing decoded, no forward pass
 
     at = tiny_members_zip(tmp_path / "at.zip", PROMISED_ZIP_MEMBERS - 1, extra={"slice.png": slice_png})
     status, rows = run_cli(at, model_dir, tmp_path / "at.csv")
-    assert status == 0
     assert [(r["file"], r["error"]) for r in rows] == [(f"{at}!slice.png", "")]
+    assert status == 0
     assert work == Counter(decoded=1, forward=1, predicted=1)
     assert rows[0]["predicted_class"] == predictor.predict(EXAMPLES[0]).top_class
 
@@ -292,19 +292,19 @@ def test_cli_zip_byte_limit_at_its_default(
     over = write_zip(tmp_path / "over.zip", [*at_limit, Member("one.png", b"x")])
     assert over.stat().st_size < 2 * 1024 * 1024
     status, rows = run_cli(over, model_dir, tmp_path / "over.csv")
-    assert status == 1
     assert rows == [
         refused_row(str(over), "zip would expand to 1,073,741,825 bytes of images; the limit is 1,073,741,824")
     ]
+    assert status == 1
     assert work == Counter()
 
     at = write_zip(tmp_path / "at.zip", at_limit)
     status, rows = run_cli(at, model_dir, tmp_path / "at.csv")
-    assert status == 0
     assert [(r["file"], r["error"]) for r in rows] == [
         (f"{at}!zeros.png", f"{zeros:,} bytes; the limit is 20,971,520"),
         (f"{at}!slice.png", ""),
     ]
+    assert status == 0
     assert work == Counter(decoded=1, forward=1, predicted=1)
     assert rows[1]["predicted_class"] == predictor.predict(EXAMPLES[1]).top_class
 
@@ -317,7 +317,9 @@ def test_zip_file_limit_at_its_default(tmp_path: Path) -> None:
     )
     sources = dict(collect_sources([archive]))
     assert list(sources) == [f"{archive}!edge.png", f"{archive}!over.png"]
-    assert sources[f"{archive}!edge.png"] == bytes(PROMISED_FILE_BYTES)
+    edge = sources[f"{archive}!edge.png"]
+    assert not isinstance(edge, InputError), edge
+    assert edge == bytes(PROMISED_FILE_BYTES)
     over = sources[f"{archive}!over.png"]
     assert isinstance(over, InputError) and str(over) == "20,971,521 bytes; the limit is 20,971,520"
 
