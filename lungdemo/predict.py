@@ -19,8 +19,8 @@ decoded by its content, whatever its name.
 Zip archives come from users, so they are bounded before anything is decompressed: at most
 ``max_members`` entries and ``max_total_bytes`` uncompressed in all, each member at most
 ``max_file_bytes``, all checked against the sizes the archive declares (``zipfile`` never
-returns more than a member declares; a member whose header lies fails its CRC check). An archive over a limit gets one error row and none of its members
-is read.
+returns more than a member declares; a member whose header lies fails its CRC check). An
+archive over a limit gets one error row and none of its members is read.
 """
 
 from __future__ import annotations
