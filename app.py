@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from lungdemo.device import DeviceError, add_device_argument, resolve_device
+from lungdemo.errors import report_error
 from lungdemo.loading import ModelLoadError
 from lungdemo.web.demo import build_demo, launch_options
 
@@ -29,9 +30,8 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
 def fail(message: str) -> SystemExit:
-    """Print ``error: message`` on stderr; the SystemExit to raise carries status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return SystemExit(2)
+    """Print ``error: message`` on stderr; the SystemExit to raise carries the CLIs' status."""
+    return SystemExit(report_error(message))
 
 
 def _env_port() -> int:

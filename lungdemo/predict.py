@@ -44,7 +44,7 @@ from tqdm import tqdm
 from lungdemo.atomic import write_text
 from lungdemo.decode import DEFAULT_MAX_BYTES, ImageDecodeError
 from lungdemo.device import add_device_argument, describe_device, resolve_device
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, load_model
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import decode_canonical
@@ -311,34 +311,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 2
+        return report_error(f"--batch-size must be at least 1, got {args.batch_size}")
     ref = args.model or default_model_ref()
     if ref is None:
-        print(
-            f"error: no --model given, LUNGDEMO_MODEL is not set and there is no shipped model at "
-            f"{SHIPPED_MODEL_DIR}: pass --model FOLDER or --model user/repo[@revision]",
-            file=sys.stderr,
+        return report_error(
+            f"no --model given, LUNGDEMO_MODEL is not set and there is no shipped model at "
+            f"{SHIPPED_MODEL_DIR}: pass --model FOLDER or --model user/repo[@revision]"
         )
-        return 2
     try:
         device = resolve_device(args.device)  # before the download: a missing GPU fails at once
         loaded = load_model(ref)
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     sources = collect_sources(args.inputs, max_members=args.max_zip_members, max_total_bytes=args.max_zip_bytes)
     if not sources:
-        print("error: no image files found in the inputs", file=sys.stderr)
-        return 2
+        return report_error("no image files found in the inputs")
     predictor = Predictor(loaded, device=device)
     with tqdm(total=len(sources), unit="slice", disable=args.no_progress, file=sys.stderr) as bar:
         rows = predict_files(predictor, sources, batch_size=args.batch_size, on_progress=bar.update)
     try:
         write_csv(rows, predictor.class_names, args.out)
     except OSError as exc:
-        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return report_error(f"cannot write {args.out}: {exc.strerror or exc}")
     failed = sum(1 for r in rows if r["error"])
     counts = Counter(r["predicted_class"] for r in rows if not r["error"])
     print(f"model: {loaded.description} on {describe_device(device)}")

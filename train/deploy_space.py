@@ -25,7 +25,6 @@ import argparse
 import logging
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import httpx2
 from huggingface_hub import HfApi, SpaceCard, SpaceHardware
 from huggingface_hub.errors import HfHubHTTPError
 
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import CARD_NAME, FOLDER_PATTERNS
 from lungdemo.loading import SHIPPED_MODEL_DIR, load_model, parse_model_ref
 from train.push import PushError, check_can_push, check_write_access, hub_error, quiet_http_logs, unreachable_error
@@ -302,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token,
         )
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"Space: {result.space_url}")
     state = "new commit" if result.changed else "unchanged, no new commit"
     print(f"commit: {result.commit} ({state}) {result.commit_url}")

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from lungdemo.device import add_device_argument, describe_device, model_to_device, resolve_device
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.loading import ModelLoadError, load_model
 from lungdemo.model import LungAlexNet
 from train.audit import DEFAULT_NEAR_THRESHOLD
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             model, splits, args.data_dir, cache_dir=args.cache_dir, near_threshold=args.near_threshold
         )
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"model: {loaded.description} on {describe_device(device)}")
     print(format_metrics("official test", result["test"]))
     lf = result["leakage_free"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import httpx2  # huggingface_hub's HTTP client (a dependency of huggingface-hub 2.x)
@@ -32,7 +31,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from lungdemo.atomic import write_text
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import (
     CARD_NAME,
     CONFIG_NAME,
@@ -250,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token,
         )
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"pushed {args.folder} to {args.repo_id}: {url}")
     suffix = f"@{args.branch}" if args.branch else ""
     print(f"load it with: LUNGDEMO_MODEL={args.repo_id}{suffix} python app.py")

@@ -31,7 +31,7 @@ from torch import nn
 
 from lungdemo.atomic import write_json
 from lungdemo.device import Precision, host_to_device, model_to_host
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.metrics import classification_metrics
 from lungdemo.preprocessing import PreprocessConfig
 from train import checkpoint as ckpt
@@ -197,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, command = resume_config(cfg, launch_command("train.teacher", argv))
         meta = train_teacher(cfg, command)
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     if meta is None:  # another process of a torchrun run: rank 0 reports
         return 0
     test = meta["test_for_reference_only"]

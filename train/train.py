@@ -32,7 +32,7 @@ from torch import nn
 
 from lungdemo.calibration import fit_temperature
 from lungdemo.device import Precision, host_to_device, model_to_device, model_to_host
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import CONFIG_NAME, METRICS_NAME, write_model_folder
 from lungdemo.model import LungAlexNet
 from lungdemo.plots import confusion_matrix_figure, reliability_figure, save_figure, training_curves_figure
@@ -259,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             check_can_push(cfg.push_to_hub, branch=cfg.hub_branch)  # fail now, not after training
         folder = run(cfg, command)
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     if folder is None:  # another process of a torchrun run: rank 0 reports
         return 0
     metrics = json.loads((folder / METRICS_NAME).read_text())
