@@ -40,6 +40,13 @@ class RunError(LungdemoError, RuntimeError):
     """A problem with the run's arguments or output folder, found before training starts."""
 
 
+def start_logging() -> None:
+    """Timestamped INFO logging for the training command lines (student and teacher)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; the returned generator drives shuffling and augmentation."""
     random.seed(seed)

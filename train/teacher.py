@@ -50,6 +50,7 @@ from train.loop import (
     resume_config,
     start,
     start_devices,
+    start_logging,
 )
 
 logger = logging.getLogger(__name__)
@@ -190,9 +191,7 @@ def _train_teacher(cfg: TeacherConfig, command: str, ctx: DistContext, precision
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = TeacherConfig.from_namespace(get_args_parser().parse_args(argv))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    start_logging()
     try:
         cfg, command = resume_config(cfg, launch_command("train.teacher", argv))
         meta = train_teacher(cfg, command)

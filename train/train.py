@@ -53,6 +53,7 @@ from train.loop import (
     resume_config,
     start,
     start_devices,
+    start_logging,
 )
 from train.pretrained import apply_pretrained
 from train.scoring import evaluate_test, format_metrics, metrics_for
@@ -248,9 +249,7 @@ def write_outputs(
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = TrainConfig.from_namespace(get_args_parser().parse_args(argv))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    start_logging()
     try:
         cfg, command = resume_config(cfg, launch_command("train", argv))
         if cfg.push_to_hub and is_main_process():
