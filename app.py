@@ -3,7 +3,8 @@
 ``demo`` is built at import so ``gradio app.py`` and Hugging Face Spaces find it. Every flag has
 an environment variable (what Spaces and reloads use): ``LUNGDEMO_MODEL`` (a model folder or
 ``user/repo[@revision]``; default the shipped model), ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
-``GRADIO_SERVER_PORT`` (default 7860), ``GRADIO_SHARE=1`` (a temporary public link; needs internet).
+``GRADIO_SERVER_PORT`` (default 7860), ``GRADIO_SHARE=1`` (a temporary public link; needs internet),
+``LUNGDEMO_DEVICE`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; default auto: a GPU when there is one).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from lungdemo.device import DeviceError, add_device_argument, resolve_device
+from lungdemo.errors import report_error
 from lungdemo.loading import ModelLoadError
 from lungdemo.web.demo import build_demo, launch_options
 
@@ -27,9 +30,8 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
 def fail(message: str) -> SystemExit:
-    """Print ``error: message`` on stderr; the SystemExit to raise carries status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return SystemExit(2)
+    """Print ``error: message`` on stderr; the SystemExit to raise carries the CLIs' status."""
+    return SystemExit(report_error(message))
 
 
 def _env_port() -> int:
@@ -67,6 +69,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=os.environ.get("GRADIO_SHARE", "").strip().lower() in TRUE_WORDS,
         help="also create a temporary public share link (env GRADIO_SHARE=1; needs internet)",
     )
+    add_device_argument(parser, env=True)
     return parser.parse_args(list(argv))
 
 
@@ -78,8 +81,9 @@ else:  # imported by `gradio app.py` reloads, Spaces or tests: environment varia
     ARGS = parse_args([])
 
 try:
-    demo, state = build_demo(ARGS.model)
-except ModelLoadError as exc:
+    DEVICE = resolve_device(ARGS.device)  # before the model download: a missing GPU fails at once
+    demo, state = build_demo(ARGS.model, device=str(DEVICE))
+except (DeviceError, ModelLoadError) as exc:
     if __name__ == "__main__":
         raise fail(str(exc)) from None
     raise

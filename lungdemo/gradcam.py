@@ -191,7 +191,7 @@ def explain_canonical(
     """:func:`explain_source` for a slice already decoded by :func:`decode_canonical` (not decoded twice)."""
     classes = list(predictor.class_names)
     target = _target_index(predictor, target_class)
-    x = normalize(canon, predictor.cfg).unsqueeze(0)
+    x = normalize(canon.to(predictor.device), predictor.cfg).unsqueeze(0)
     with predictor.lock:
         cam, index = gradcam(predictor.model, x, target)
     canonical = Image.fromarray(canon[0].numpy(), mode="L")

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lungdemo.decode import WARNING_PREFIX
+from lungdemo.device import resolve_device
 from lungdemo.loading import LoadedModel, load_model
 from lungdemo.preprocessing import decode_canonical, normalize
 
@@ -41,21 +42,23 @@ class Prediction:
 class Predictor:
     """Holds a loaded model; thread-safe for concurrent requests (inference only)."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, device: str | torch.device | None = None) -> None:
         self.loaded = loaded
-        self.model = loaded.model.eval()
+        self.device = resolve_device(device) if device is not None else next(loaded.model.parameters()).device
+        self.model = loaded.model.to(self.device).eval()  # float32, no autocast: calibrated as trained
         self.cfg = self.model.preprocess_config
         self.class_names = list(self.model.class_names)
         self._lock = threading.Lock()
 
     @classmethod
-    def from_ref(cls, ref: str | Path) -> Predictor:
-        return cls(load_model(ref))
+    def from_ref(cls, ref: str | Path, device: str | torch.device | None = None) -> Predictor:
+        """``device``: ``auto|cpu|cuda|cuda:N|mps`` (:mod:`lungdemo.device`); default: where the model loaded (CPU)."""
+        return cls(load_model(ref), device=device)
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        """Normalised input batch -> calibrated probabilities ``(N, num_classes)``."""
-        logits = self.model(batch)
+        """Normalised input batch -> calibrated probabilities ``(N, num_classes)``, on the model's device."""
+        logits = self.model(batch.to(self.device))
         return torch.softmax(logits / self.model.temperature, dim=1)
 
     @property
@@ -69,9 +72,9 @@ class Predictor:
         The batch path (:mod:`lungdemo.predict`): the same normalisation and locked forward as
         :meth:`predict`, one forward pass for the whole batch.
         """
-        x = normalize(canon, self.cfg)
+        x = normalize(canon.to(self.device), self.cfg)
         with self._lock:
-            return self.probabilities(x)
+            return self.probabilities(x).cpu()
 
     def predict(self, source: bytes | str | Path) -> Prediction:
         """Decode, preprocess exactly as evaluation does, and classify one file."""

@@ -144,6 +144,6 @@ def normalize(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
         raise TypeError(f"normalize expects uint8 input, got {batch.dtype}")
     x = batch.to(torch.float32).div_(255.0)
     x = x.expand(*x.shape[:-3], cfg.in_channels, *x.shape[-2:])
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32).view(-1, 1, 1)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
     return (x - mean) / std

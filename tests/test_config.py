@@ -108,7 +108,12 @@ def test_the_shipped_training_args_read_back() -> None:
         stored["distill_alpha"],
         stored["patience"],
     )
-    assert cfg.to_json() == {**{k: v for k, v in stored.items() if k != "rotate"}, "rotate_deg": stored["rotate"]}
+    assert cfg.device == "cpu"  # recorded before --device existed: it ran on the CPU
+    assert cfg.to_json() == {
+        **{k: v for k, v in stored.items() if k != "rotate"},
+        "rotate_deg": stored["rotate"],
+        "device": "cpu",
+    }
 
 
 def test_json_numbers_become_the_field_type_and_wrong_types_are_named() -> None:

@@ -8,7 +8,7 @@ import pkgutil
 
 import lungdemo
 import train
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 
 
 def project_exceptions() -> dict[str, type[BaseException]]:
@@ -29,3 +29,9 @@ def test_every_project_exception_is_a_lungdemo_error() -> None:
     assert "lungdemo.decoded.ImageDecodeError" in found  # the walk really reaches the modules
     outsiders = sorted(name for name, cls in found.items() if not issubclass(cls, LungdemoError))
     assert outsiders == []
+
+
+def test_report_error_prints_one_line_on_stderr(capsys) -> None:
+    assert report_error(LungdemoError("the folder has no config.json")) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: the folder has no config.json\n"

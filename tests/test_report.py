@@ -17,6 +17,7 @@ from lungdemo.loading import LoadedModel, ModelRef, load_model
 from lungdemo.predictor import Predictor
 from lungdemo.report import PAGE_SIZE_IN, PNG_DPI, make_report
 from tests.conftest import TEST_CLASSES, make_model_folder
+from tests.web_helpers import pdf_info
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.png"))
 WHEN = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=1)))
@@ -26,15 +27,6 @@ WHEN = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=1)))
 def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     return Predictor.from_ref(make_model_folder(tmp_path_factory.mktemp("m") / "model", temperature=1.5))
 
-
-def pdf_info(data: bytes) -> dict[str, str]:
-    """The document info strings matplotlib writes (literal strings, ``\\``-escaped)."""
-    info = {}
-    for key in ("Title", "Subject", "Keywords", "Creator"):
-        found = re.search(rb"/" + key.encode() + rb" \(((?:\\.|[^\\)])*)\)", data)
-        assert found, f"no /{key} in the PDF"
-        info[key] = re.sub(rb"\\(.)", rb"\1", found.group(1)).decode("latin-1")
-    return info
 
 
 def test_png_report_opens_and_holds_the_fields(predictor: Predictor, tmp_path: Path) -> None:

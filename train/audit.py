@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import statistics
-import sys
 from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from lungdemo.atomic import write_json
 from lungdemo.decode import ImageDecodeError, decode_image, open_image
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from train.data import CLASS_NAMES, SPLITS, DatasetError, Sample, scan_dataset
 
 logger = logging.getLogger(__name__)
@@ -221,11 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         report = audit_dataset(args.data_dir, args.near_threshold)
         write_json(args.out, report)
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     except OSError as exc:
-        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return report_error(f"cannot write {args.out}: {exc.strerror or exc}")
     print("\n".join(summary_lines(report)))
     print(f"report written to {args.out}")
     return 0

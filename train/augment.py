@@ -12,7 +12,7 @@ per-image PIL transforms would not be.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -39,31 +39,72 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator | None) -> torch
     return torch.rand(n, generator=gen) * (hi - lo) + lo
 
 
-def augment_batch(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Randomly transform a ``uint8`` batch ``(N, 1, H, W)``; returns ``uint8`` of the same shape.
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One batch's random draws, one row per slice (CPU tensors, from the run's generator).
 
-    Returning ``uint8`` means the exact :func:`normalize` used at evaluation follows.
+    Drawing apart from applying lets several processes draw a global batch alike and each apply
+    its own rows, and lets the draws stay on the CPU generator while the images sit on a GPU.
     """
-    n = images.shape[0]
-    x = images.to(torch.float32) / 255.0
-    # geometry: zoom (scale > 1 zooms in), rotation, translation, flip
+
+    scale: torch.Tensor
+    angle: torch.Tensor
+    tx: torch.Tensor
+    ty: torch.Tensor
+    flip: torch.Tensor
+    gamma: torch.Tensor | None
+    contrast: torch.Tensor | None
+    brightness: torch.Tensor | None
+
+    def rows(self, index: torch.Tensor | slice) -> AugmentDraw:
+        """The draws of some slices of the batch (e.g. one process's share)."""
+        return AugmentDraw(*(None if t is None else t[index] for t in self._tensors()))
+
+    def to(self, device: torch.device) -> AugmentDraw:
+        return AugmentDraw(*(None if t is None else t.to(device) for t in self._tensors()))
+
+    def _tensors(self) -> list[torch.Tensor | None]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+def draw_augment(n: int, cfg: AugmentConfig, gen: torch.Generator | None = None) -> AugmentDraw:
+    """The random numbers :func:`augment_batch` uses for ``n`` slices, in the order it draws them."""
     scale = _uniform(n, cfg.scale_min, cfg.scale_max, gen)
     angle = _uniform(n, -cfg.rotate_deg, cfg.rotate_deg, gen) * (math.pi / 180.0)
     tx = _uniform(n, -cfg.translate, cfg.translate, gen) * 2
     ty = _uniform(n, -cfg.translate, cfg.translate, gen) * 2
     flip = (torch.rand(n, generator=gen) < 0.5).float() * 2 - 1 if cfg.hflip else torch.ones(n)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    gamma = torch.exp(_uniform(n, -cfg.gamma, cfg.gamma, gen)) if cfg.gamma else None
+    contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, gen) if cfg.contrast else None
+    brightness = _uniform(n, -cfg.brightness, cfg.brightness, gen) if cfg.brightness else None
+    return AugmentDraw(scale, angle, tx, ty, flip, gamma, contrast, brightness)
+
+
+def apply_augment(images: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
+    """Transform a ``uint8`` batch ``(N, 1, H, W)`` by ``draw`` (N rows), on the images' device."""
+    n = images.shape[0]
+    d = draw.to(images.device)
+    x = images.to(torch.float32) / 255.0
+    # geometry: zoom (scale > 1 zooms in), rotation, translation, flip
+    cos, sin = torch.cos(d.angle) / d.scale, torch.sin(d.angle) / d.scale
+    theta = torch.stack([torch.stack([cos * d.flip, -sin, d.tx], 1), torch.stack([sin * d.flip, cos, d.ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # intensity: gamma, contrast around the slice mean, brightness
-    if cfg.gamma:
-        g = torch.exp(_uniform(n, -cfg.gamma, cfg.gamma, gen)).view(n, 1, 1, 1)
-        x = x.clamp_min(0).pow(g)
-    if cfg.contrast:
-        c = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, gen).view(n, 1, 1, 1)
+    if d.gamma is not None:
+        x = x.clamp_min(0).pow(d.gamma.view(n, 1, 1, 1))
+    if d.contrast is not None:
+        c = d.contrast.view(n, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * c + mean
-    if cfg.brightness:
-        x = x + _uniform(n, -cfg.brightness, cfg.brightness, gen).view(n, 1, 1, 1)
+    if d.brightness is not None:
+        x = x + d.brightness.view(n, 1, 1, 1)
     return (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def augment_batch(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Randomly transform a ``uint8`` batch ``(N, 1, H, W)``; returns ``uint8`` of the same shape.
+
+    Returning ``uint8`` means the exact :func:`normalize` used at evaluation follows.
+    """
+    return apply_augment(images, draw_augment(images.shape[0], cfg, gen))

@@ -16,13 +16,13 @@ import argparse
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import lungdemo
+from lungdemo.errors import report_error
 from lungdemo.model import LIBRARY_NAME, LICENSE, PIPELINE_TAG, TAGS
 
 logger = logging.getLogger(__name__)
@@ -286,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo-id", default=None, help="user/repo the card is for")
     args = p.parse_args(argv)
     if not args.folder.is_dir():
-        print(f"error: {args.folder} is not a folder", file=sys.stderr)
-        return 2
+        return report_error(f"{args.folder} is not a folder")
     print(render_model_card(args.folder, args.repo_id), end="")
     return 0
 

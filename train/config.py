@@ -18,6 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from lungdemo.device import DEFAULT_DEVICE, DEVICE_CHOICES
 from lungdemo.preprocessing import RESIZE_POLICIES, PreprocessConfig
 from train.augment import AugmentConfig
 from train.data import DEFAULT_CACHE_DIR
@@ -33,6 +34,8 @@ FIELD_HELP: dict[str, str] = {
     "translate": "max shift, fraction of the size",
 }
 """Help for fields of dataclasses defined elsewhere (a field's own ``metadata["help"]`` wins)."""
+BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu"}
+"""Fields added later, with what a record written before them means (every earlier run was on the CPU)."""
 
 IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "data and output",
@@ -137,6 +140,13 @@ class RunConfig:
         default=0,
         metadata=cli("torch CPU threads (0 = all cores; results are bit-identical per thread count)", group=OPT),
     )
+    device: str = field(
+        default=DEFAULT_DEVICE,
+        metadata=cli(
+            f"{DEVICE_CHOICES}; auto takes CUDA when present, else the CPU (under torchrun: each process's GPU)",
+            group=OPT,
+        ),
+    )
 
     GROUPS: ClassVar[tuple[str, ...]] = (IO, PRE, OPT)
     """Flag groups of ``--help``, in this order."""
@@ -169,7 +179,7 @@ class RunConfig:
     @classmethod
     def from_json(cls: type[C], data: dict[str, Any]) -> C:
         """Read back what :meth:`to_json` wrote, with the field types; older key names are accepted."""
-        data = dict(data)
+        data = {**BEFORE_THE_FIELD, **data}
         for name, aliases in FLAG_ALIASES.items():
             for alias in aliases:
                 old = alias.lstrip("-").replace("-", "_")

@@ -25,7 +25,6 @@ import argparse
 import logging
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,18 @@ import httpx2
 from huggingface_hub import HfApi, SpaceCard, SpaceHardware
 from huggingface_hub.errors import HfHubHTTPError
 
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import CARD_NAME, FOLDER_PATTERNS
 from lungdemo.loading import SHIPPED_MODEL_DIR, load_model, parse_model_ref
-from train.push import PushError, check_can_push, check_write_access, hub_error, quiet_http_logs, unreachable_error
+from train.push import (
+    PushError,
+    add_token_argument,
+    check_can_push,
+    check_write_access,
+    hub_error,
+    start_hub_cli,
+    unreachable_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -285,14 +292,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="hardware for a new Space, e.g. cpu-basic, cpu-upgrade, t4-small, a10g-small "
         "(a GPU sets LUNGDEMO_DEVICE=cuda); default: the Hub's free CPU",
     )
-    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the `hf auth login` token)")
+    add_token_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    quiet_http_logs()
+    start_hub_cli()
     try:
         result = deploy(
             args.space_id,
@@ -302,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token,
         )
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"Space: {result.space_url}")
     state = "new commit" if result.changed else "unchanged, no new commit"
     print(f"commit: {result.commit} ({state}) {result.commit_url}")

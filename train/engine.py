@@ -1,9 +1,16 @@
-"""One training epoch and batched inference, on cached ``uint8`` slices."""
+"""One training epoch and batched inference, on cached ``uint8`` slices, on any device.
+
+On the CPU with one process the step is exactly the plain one (no autocast, no scaler, no
+sharding), so CPU results stay bit-identical. On CUDA the step runs under the run's
+:class:`~lungdemo.device.Precision`; under torchrun each process steps on its rows of the
+global batch (:mod:`train.distributed`). Inference is always float32.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -11,8 +18,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from lungdemo.device import Precision, batch_to_device, float32_matmul
 from lungdemo.preprocessing import PreprocessConfig, normalize
-from train.augment import AugmentConfig, augment_batch
+from train.augment import AugmentConfig, apply_augment, augment_batch, draw_augment
+from train.distributed import (
+    DistContext,
+    all_sum,
+    eval_rows,
+    gather_rows,
+    min_global_batch,
+    shard,
+    shard_batchmean,
+    shard_cross_entropy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +65,29 @@ class EpochConfig:
 
 @dataclass(frozen=True)
 class TrainingParts:
-    """What an epoch updates: the model through its optimizer and loss, and the generator it draws from."""
+    """What an epoch updates: the model through its optimizer and loss, and the generator it draws from.
+
+    ``ctx`` says which process this is and its device (the model is already there, DDP-wrapped
+    under torchrun); ``precision`` and ``scaler`` are the CUDA step's (float32 and none elsewhere).
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
     gen: torch.Generator
+    ctx: DistContext = field(default_factory=DistContext)
+    precision: Precision = field(default_factory=lambda: Precision("cpu"))
+    scaler: torch.amp.GradScaler | None = None
+
+
+def model_device(model: nn.Module) -> torch.device:
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _mixup_draw(n: int, alpha: float, gen: torch.Generator) -> tuple[float, torch.Tensor]:
+    lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen))).beta(alpha, alpha))
+    return lam, torch.randperm(n, generator=gen)
 
 
 def train_one_epoch(parts: TrainingParts, data: Split, cfg: EpochConfig, epoch: int) -> float:
@@ -63,50 +98,135 @@ def train_one_epoch(parts: TrainingParts, data: Split, cfg: EpochConfig, epoch: 
     the loss mixes the label loss with ``alpha`` of the KL divergence to the teacher's
     softened predictions on the very same augmented (and mixed) batch.
     """
-    model, criterion, optimizer, gen = parts.model, parts.criterion, parts.optimizer, parts.gen
+    model, optimizer, gen, ctx = parts.model, parts.optimizer, parts.gen, parts.ctx
+    device = ctx.device
+    criterion = parts.criterion if device.type == "cpu" else copy.deepcopy(parts.criterion).to(device)
     images, labels = data.images, data.labels
     distill = cfg.distill
     model.train()
     order = torch.randperm(len(images), generator=gen)
     total, seen = 0.0, 0
-    bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}", unit="batch", leave=False)
+    batches = range(0, len(order), cfg.batch_size)
+    bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not ctx.is_main)
     for start in bar:
         idx = order[start : start + cfg.batch_size]
-        if len(idx) < 2:  # batch of 1 cannot be mixed and wastes a step
+        if len(idx) < min_global_batch(ctx):  # batch of 1 cannot be mixed and wastes a step
             continue
-        x = normalize(augment_batch(images[idx], cfg.augment, gen), cfg.pre)
-        y = labels[idx]
-        if cfg.mixup > 0:
-            lam = float(
-                np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen))).beta(cfg.mixup, cfg.mixup)
-            )
-            perm = torch.randperm(len(idx), generator=gen)
-            x = lam * x + (1 - lam) * x[perm]
-            logits = model(x)
-            loss = lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])
-        else:
-            logits = model(x)
-            loss = criterion(logits, y)
-        if distill is not None and distill.alpha > 0:
-            t = distill.temperature
-            with torch.no_grad():
-                soft = torch.log_softmax(distill.teacher(x) / t, dim=1)
-            kd = F.kl_div(torch.log_softmax(logits / t, dim=1), soft, log_target=True, reduction="batchmean") * t**2
-            loss = distill.alpha * kd + (1 - distill.alpha) * loss
+        with parts.precision.autocast():
+            if ctx.enabled:
+                x, logits, loss = _shard_step(model, criterion, images, labels, idx, cfg, gen, ctx)
+            else:
+                x, logits, loss = _step(model, criterion, images, labels, idx, cfg, gen, device)
+            if distill is not None and distill.alpha > 0:
+                t = distill.temperature
+                with torch.no_grad():
+                    soft = torch.log_softmax(distill.teacher(x) / t, dim=1)
+                log_p = torch.log_softmax(logits / t, dim=1)
+                if ctx.enabled:
+                    kl = F.kl_div(log_p, soft, log_target=True, reduction="sum")
+                    kd = shard_batchmean(kl, len(idx), ctx) * t**2
+                else:
+                    kd = F.kl_div(log_p, soft, log_target=True, reduction="batchmean") * t**2
+                loss = distill.alpha * kd + (1 - distill.alpha) * loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(idx)
+        if parts.scaler is not None and parts.scaler.is_enabled():
+            parts.scaler.scale(loss).backward()
+            parts.scaler.step(optimizer)
+            parts.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        # one process: its loss; several: this process's part of the global batch's loss
+        total += (loss.item() / ctx.world_size if ctx.enabled else loss.item()) * len(idx)
         seen += len(idx)
-        bar.set_postfix(loss=f"{total / seen:.4f}")
+        bar.set_postfix(loss=f"{total * ctx.world_size / seen:.4f}")  # several processes: rank 0's estimate
+    if ctx.enabled:
+        total = float(all_sum(total, ctx))
     return total / max(seen, 1)
+
+
+def _step(
+    model: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    cfg: EpochConfig,
+    gen: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One process: the whole global batch (on the CPU, exactly the plain step)."""
+    x = batch_to_device(normalize(augment_batch(images[idx], cfg.augment, gen), cfg.pre), device)
+    y = labels[idx].to(device)
+    if cfg.mixup > 0:
+        lam, perm = _mixup_draw(len(idx), cfg.mixup, gen)
+        x = lam * x + (1 - lam) * x[perm.to(device)]
+        logits = model(x)
+        loss = lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm.to(device)])
+    else:
+        logits = model(x)
+        loss = criterion(logits, y)
+    return x, logits, loss
+
+
+def _shard_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    cfg: EpochConfig,
+    gen: torch.Generator,
+    ctx: DistContext,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Several processes: every one draws the global batch's random numbers, and steps on its rows."""
+    if not isinstance(criterion, nn.CrossEntropyLoss):
+        raise TypeError(f"several processes need an nn.CrossEntropyLoss criterion, got {type(criterion).__name__}")
+    device = ctx.device
+    draw = draw_augment(len(idx), cfg.augment, gen)
+    mine = shard(torch.arange(len(idx)), ctx)
+
+    def inputs(rows: torch.Tensor) -> torch.Tensor:
+        canon = apply_augment(images[idx[rows]].to(device), draw.rows(rows))
+        return batch_to_device(normalize(canon, cfg.pre), device)
+
+    y = labels[idx].to(device)
+    x = inputs(mine)
+    if cfg.mixup > 0:
+        lam, perm = _mixup_draw(len(idx), cfg.mixup, gen)
+        x = lam * x + (1 - lam) * inputs(perm[mine])
+        logits = model(x)
+        loss = lam * shard_cross_entropy(criterion, logits, y[mine], y, ctx) + (1 - lam) * shard_cross_entropy(
+            criterion, logits, y[perm[mine]], y, ctx
+        )
+    else:
+        logits = model(x)
+        loss = shard_cross_entropy(criterion, logits, y[mine], y, ctx)
+    return x, logits, loss
 
 
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, pre_cfg: PreprocessConfig, batch_size: int = 64
 ) -> torch.Tensor:
-    """Logits for cached canonical slices, through the same :func:`normalize` as the app."""
+    """Logits (on the CPU) for cached canonical slices, through the same :func:`normalize` as the app.
+
+    The batches go to the model's device; float32 throughout (no autocast, no TF32).
+    """
     model.eval()
-    out = [model(normalize(images[i : i + batch_size], pre_cfg)) for i in range(0, len(images), batch_size)]
+    device = model_device(model)
+    with float32_matmul():
+        out = [
+            model(batch_to_device(normalize(images[i : i + batch_size].to(device), pre_cfg), device)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(out) if out else torch.empty(0)
+
+
+def predict_split(model: nn.Module, images: torch.Tensor, pre_cfg: PreprocessConfig, ctx: DistContext) -> torch.Tensor:
+    """:func:`predict_logits` of every slice; under torchrun each process predicts its share
+    and all processes get every row back, in order (so they all score, and choose, alike)."""
+    if not ctx.enabled:
+        return predict_logits(model, images, pre_cfg)
+    local = predict_logits(model, images[eval_rows(len(images), ctx)], pre_cfg)
+    return gather_rows(local.to(ctx.device), len(images), ctx).cpu()

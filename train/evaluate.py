@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from lungdemo.errors import LungdemoError
+from lungdemo.device import add_device_argument, describe_device, model_to_device, resolve_device
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.loading import ModelLoadError, load_model
 from lungdemo.model import LungAlexNet
 from train.audit import DEFAULT_NEAR_THRESHOLD
@@ -39,6 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, required=True, help="dataset root (train/ valid/ test/)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="decoded-image cache")
     p.add_argument("--near-threshold", type=int, default=DEFAULT_NEAR_THRESHOLD)
+    add_device_argument(p)
     return p
 
 
@@ -46,16 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        device = resolve_device(args.device)  # before the download: a missing GPU fails at once
         loaded = load_model(args.model)
         splits = scan_dataset(args.data_dir)
         check_class_names(loaded.model, CLASS_NAMES)
+        model = model_to_device(loaded.model, device)  # scored in float32 on any device
         result = evaluate_test(
-            loaded.model, splits, args.data_dir, cache_dir=args.cache_dir, near_threshold=args.near_threshold
+            model, splits, args.data_dir, cache_dir=args.cache_dir, near_threshold=args.near_threshold
         )
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"model: {loaded.description}")
+        return report_error(exc)
+    print(f"model: {loaded.description} on {describe_device(device)}")
     print(format_metrics("official test", result["test"]))
     lf = result["leakage_free"]
     print(

@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import METRICS_NAME, load_model_folder, write_model_folder
 from lungdemo.model import WEIGHTS_DTYPES, LungAlexNet
 from train.card import render_model_card
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             args.src, args.dst, args.weights_dtype, args.data_dir, args.cache_dir, args.min_agreement, command
         )
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     size = sum(f.stat().st_size for f in args.dst.iterdir()) / 2**20
     print(
         f"wrote {args.dst} ({size:.1f} MiB); {args.weights_dtype} predictions agree with float32 on "

@@ -21,12 +21,14 @@ import torch
 from torch import nn
 
 from lungdemo.atomic import write_json
+from lungdemo.device import Precision, choose_precision, describe_device, model_to_device
 from lungdemo.errors import LungdemoError
 from lungdemo.metrics import classification_metrics
 from train import checkpoint as ckpt
 from train.config import RunConfig
 from train.data import CLASS_NAMES
-from train.engine import EpochConfig, Split, TrainingParts, predict_logits, train_one_epoch
+from train.distributed import DistContext, gather_objects, init_distributed, quiet_unless_main, unwrap, wrap_model
+from train.engine import EpochConfig, Split, TrainingParts, predict_split, train_one_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,13 @@ C = TypeVar("C", bound=RunConfig)
 
 class RunError(LungdemoError, RuntimeError):
     """A problem with the run's arguments or output folder, found before training starts."""
+
+
+def start_logging() -> None:
+    """Timestamped INFO logging for the training command lines (student and teacher)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -51,6 +60,42 @@ def start(cfg: RunConfig) -> torch.Generator:
     if cfg.threads:  # results are bit-identical only for the same thread count
         torch.set_num_threads(cfg.threads)
     return seed_everything(cfg.seed)
+
+
+def start_devices(cfg: RunConfig) -> tuple[DistContext, Precision]:
+    """The device (a missing one fails here, at once), torchrun's process group if any, and the precision."""
+    ctx = init_distributed(cfg.device)
+    quiet_unless_main(ctx)
+    precision = choose_precision(ctx.device)
+    processes = f", {ctx.world_size} processes ({ctx.backend})" if ctx.enabled else ""
+    logger.info("device: %s, %s%s", describe_device(ctx.device), precision.name, processes)
+    return ctx, precision
+
+
+def device_record(ctx: DistContext, precision: Precision) -> dict[str, Any]:
+    """What ``training_args.json`` says about where and how the run computed."""
+    return {"device": describe_device(ctx.device), "precision": precision.name, **ctx.summary()}
+
+
+def place(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    gen: torch.Generator,
+    ctx: DistContext,
+    precision: Precision,
+    seed: int,
+) -> TrainingParts:
+    """The model on the device (DDP-wrapped under torchrun) with what an epoch needs.
+
+    Processes other than rank 0 reseed torch's own RNG, so their dropout masks differ; the
+    generator ``gen`` (order, augmentation) stays the same in every process.
+    """
+    model_to_device(model, ctx.device)
+    if ctx.rank:
+        torch.manual_seed(seed + ctx.rank)
+    scaler = precision.grad_scaler() if precision.needs_scaler else None
+    return TrainingParts(wrap_model(model, ctx), optimizer, criterion, gen, ctx, precision, scaler)
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -112,6 +157,32 @@ def resume_config(cfg: C, command: str) -> tuple[C, str]:
     return dataclasses.replace(stored, resume=True, overwrite=False), saved["command"]
 
 
+def rng_states(ctx: DistContext) -> dict[str, Any]:
+    """What a checkpoint holds beyond rank 0's CPU RNG state: every process's CPU and CUDA RNG states.
+
+    Empty for one CPU process, so its checkpoint stays as it was. Dropout draws from these.
+    """
+    if not ctx.enabled and ctx.device.type != "cuda":
+        return {}
+    own = {"cpu": torch.get_rng_state(), "cuda": None}
+    if ctx.device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(ctx.device)
+    return {"rng_ranks": gather_objects(own, ctx)}
+
+
+def restore_rng(saved: dict[str, Any], ctx: DistContext) -> None:
+    """This process's RNG states from a checkpoint (rank 0's CPU state when it was run with fewer processes)."""
+    ranks = saved.get("rng_ranks")
+    if ranks is not None and len(ranks) == ctx.world_size:
+        torch.set_rng_state(ranks[ctx.rank]["cpu"])
+        if ctx.device.type == "cuda" and ranks[ctx.rank]["cuda"] is not None:
+            torch.cuda.set_rng_state(ranks[ctx.rank]["cuda"], ctx.device)
+        return
+    if ranks is not None:
+        logger.warning("resuming with %d processes, not %d: dropout draws anew", ctx.world_size, len(ranks))
+    torch.set_rng_state(saved["torch_rng"])
+
+
 def fit(
     parts: TrainingParts,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -132,7 +203,8 @@ def fit(
     """
     ckpt_dir = checkpoint_dir(config.out)
     epochs = config.epochs
-    model, optimizer, gen = parts.model, parts.optimizer, parts.gen
+    optimizer, gen, ctx = parts.optimizer, parts.gen, parts.ctx
+    model = unwrap(parts.model)  # the weights themselves: evaluation, state dicts
     state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0, "history": [], "elapsed": 0.0}
     if config.resume:
         saved = ckpt.load_last(ckpt_dir)
@@ -140,7 +212,9 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         gen.set_state(saved["gen_state"])
-        torch.set_rng_state(saved["torch_rng"])
+        restore_rng(saved, ctx)
+        if parts.scaler is not None and "scaler" in saved:
+            parts.scaler.load_state_dict(saved["scaler"])
         state = saved["state"]
         logger.info(
             "resumed from epoch %d (best %.4f at epoch %d)", state["epoch"], state["best_f1"], state["best_epoch"]
@@ -151,14 +225,15 @@ def fit(
         t0 = time.time()
         loss = train_one_epoch(parts, train, epoch_cfg, epoch)
         scheduler.step()
-        logits = predict_logits(model, valid.images, epoch_cfg.pre)
+        logits = predict_split(model, valid.images, epoch_cfg.pre, ctx)
         val = classification_metrics(valid.labels.numpy(), logits.argmax(1).numpy(), CLASS_NAMES)
         val_loss = float(val_criterion(logits, valid.labels))
         f1 = val["macro"]["f1"]
-        improved = f1 > state["best_f1"]
+        improved = f1 > state["best_f1"]  # every process has the same gathered logits: the same choice
         if improved:
             state.update(best_f1=f1, best_epoch=epoch, stale=0)
-            ckpt.save_best(model.state_dict(), ckpt_dir)
+            if ctx.is_main:
+                ckpt.save_best(model.state_dict(), ckpt_dir)
         else:
             state["stale"] += 1
         state["epoch"] = epoch
@@ -174,20 +249,24 @@ def fit(
                 "seconds": time.time() - t0,
             }
         )
-        ckpt.save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "gen_state": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "state": state,
-                "args": config.to_json(),
-                "command": command,
-            },
-            ckpt_dir / ckpt.LAST,
-        )
-        write_json(config.out / HISTORY_NAME, state["history"])
+        rng = rng_states(ctx)  # a collective under torchrun: every process takes part
+        if ctx.is_main:
+            ckpt.save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "gen_state": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "state": state,
+                    "args": config.to_json(),
+                    "command": command,
+                    **rng,
+                    **({"scaler": parts.scaler.state_dict()} if parts.scaler is not None else {}),
+                },
+                ckpt_dir / ckpt.LAST,
+            )
+            write_json(config.out / HISTORY_NAME, state["history"])
         logger.info(
             "epoch %d/%d  train loss %.4f  val loss %.4f  val acc %.3f  val macro-F1 %.3f%s  (%.0fs)",
             epoch,

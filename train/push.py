@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import httpx2  # huggingface_hub's HTTP client (a dependency of huggingface-hub 2.x)
@@ -32,7 +31,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from lungdemo.atomic import write_text
-from lungdemo.errors import LungdemoError
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import (
     CARD_NAME,
     CONFIG_NAME,
@@ -219,10 +218,15 @@ def push_folder(
     return str(commit.commit_url)
 
 
-def quiet_http_logs() -> None:
-    """The HTTP clients log one line per request at INFO: keep command-line output readable."""
+def start_hub_cli() -> None:
+    """Logging for the Hub command lines; the HTTP clients' one line per request stays quiet."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_token_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the `hf auth login` token)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -232,14 +236,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--branch", default=None, help="push to this branch (created from main when missing)")
     p.add_argument("--commit-message", default=None, help="commit message (default: names the folder)")
-    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the `hf auth login` token)")
+    add_token_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    quiet_http_logs()
+    start_hub_cli()
     try:
         url = push_folder(
             args.folder,
@@ -250,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token,
         )
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"pushed {args.folder} to {args.repo_id}: {url}")
     suffix = f"@{args.branch}" if args.branch else ""
     print(f"load it with: LUNGDEMO_MODEL={args.repo_id}{suffix} python app.py")

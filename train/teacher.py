@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,15 +30,28 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from lungdemo.atomic import write_json
-from lungdemo.errors import LungdemoError
+from lungdemo.device import Precision, host_to_device, model_to_host
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.metrics import classification_metrics
 from lungdemo.preprocessing import PreprocessConfig
 from train import checkpoint as ckpt
 from train.augment import AugmentConfig
 from train.config import TeacherConfig
 from train.data import CLASS_NAMES, labels_of, load_images, scan_dataset
-from train.engine import EpochConfig, Split, TrainingParts, predict_logits
-from train.loop import checkpoint_dir, disk_need, fit, prepare_out_dir, resume_config, start
+from train.distributed import DistContext, cleanup, launch_command, main_first
+from train.engine import EpochConfig, Split, predict_logits
+from train.loop import (
+    checkpoint_dir,
+    device_record,
+    disk_need,
+    fit,
+    place,
+    prepare_out_dir,
+    resume_config,
+    start,
+    start_devices,
+    start_logging,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,30 +128,44 @@ def teacher_summary(folder: Path) -> dict[str, Any]:
     }
 
 
-def train_teacher(cfg: TeacherConfig, command: str) -> dict[str, Any]:
-    """Fine-tune the ImageNet teacher through the shared loop; writes the teacher folder, returns its record."""
+def train_teacher(cfg: TeacherConfig, command: str) -> dict[str, Any] | None:
+    """Fine-tune the ImageNet teacher through the shared loop; writes the teacher folder, returns its record.
+
+    Under torchrun rank 0 alone writes and returns the record; the other processes return ``None``.
+    """
+    ctx, precision = start_devices(cfg)  # first: a missing GPU fails before anything is read
+    try:
+        return _train_teacher(cfg, command, ctx, precision)
+    finally:
+        cleanup(ctx)
+
+
+def _train_teacher(cfg: TeacherConfig, command: str, ctx: DistContext, precision: Precision) -> dict[str, Any] | None:
     prepare_out_dir(cfg, cfg.out / META, disk_need(PARAMS))
     gen = start(cfg)
     pre_cfg = cfg.preprocess
     model = build_teacher(len(CLASS_NAMES))
     splits = scan_dataset(cfg.data_dir)
-    train = Split(load_images(splits["train"], pre_cfg, cfg.cache_dir), labels_of(splits["train"]))
-    valid = Split(load_images(splits["valid"], pre_cfg, cfg.cache_dir), labels_of(splits["valid"]))
+    with main_first(ctx):  # rank 0 decodes into the cache, the others read it
+        train = Split(load_images(splits["train"], pre_cfg, cfg.cache_dir), labels_of(splits["train"]))
+        valid = Split(load_images(splits["valid"], pre_cfg, cfg.cache_dir), labels_of(splits["valid"]))
     t_start = time.time()
     weights = compute_class_weight("balanced", classes=np.arange(len(CLASS_NAMES)), y=train.labels.numpy())
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     state = fit(
-        TrainingParts(model, optimizer, criterion, gen),
+        place(model, optimizer, criterion, gen, ctx, precision, cfg.seed),
         scheduler,
-        train,
+        Split(host_to_device(train.images, ctx.device), train.labels),
         valid,
         EpochConfig(pre=pre_cfg, augment=AugmentConfig(), batch_size=cfg.batch_size),
         cfg,
         val_criterion=criterion,
         command=command,
     )
+    if not ctx.is_main:
+        return None
     model.load_state_dict(ckpt.load_best(checkpoint_dir(cfg.out)))
     model.eval()
     x_te, y_te = load_images(splits["test"], pre_cfg, cfg.cache_dir), labels_of(splits["test"])
@@ -155,8 +181,9 @@ def train_teacher(cfg: TeacherConfig, command: str) -> dict[str, Any]:
         "args": cfg.to_json(),
         "command": command,
         "seconds": round(time.time() - t_start, 1),
+        "compute": device_record(ctx, precision),
     }
-    ckpt.save_weights(model.state_dict(), cfg.out / WEIGHTS)
+    ckpt.save_weights(model_to_host(model).state_dict(), cfg.out / WEIGHTS)
     write_json(cfg.out / META, meta)
     return meta
 
@@ -164,15 +191,14 @@ def train_teacher(cfg: TeacherConfig, command: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = TeacherConfig.from_namespace(get_args_parser().parse_args(argv))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    start_logging()
     try:
-        cfg, command = resume_config(cfg, "python -m train.teacher " + " ".join(shlex.quote(a) for a in argv))
+        cfg, command = resume_config(cfg, launch_command("train.teacher", argv))
         meta = train_teacher(cfg, command)
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
+    if meta is None:  # another process of a torchrun run: rank 0 reports
+        return 0
     test = meta["test_for_reference_only"]
     print(
         f"teacher: best epoch {meta['best_epoch']}, val macro-F1 {meta['val_macro_f1']:.3f}; "

@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import math
-import shlex
 import sys
 import tempfile
 import time
@@ -32,7 +31,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from lungdemo.calibration import fit_temperature
-from lungdemo.errors import LungdemoError
+from lungdemo.device import Precision, host_to_device, model_to_device, model_to_host
+from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import CONFIG_NAME, METRICS_NAME, write_model_folder
 from lungdemo.model import LungAlexNet
 from lungdemo.plots import confusion_matrix_figure, reliability_figure, save_figure, training_curves_figure
@@ -40,8 +40,21 @@ from train import checkpoint as ckpt
 from train.card import render_model_card
 from train.config import TRAINING_ARGS_NAME, TrainConfig
 from train.data import CLASS_NAMES, DatasetError, Sample, labels_of, load_images, scan_dataset
-from train.engine import Distillation, EpochConfig, Split, TrainingParts, predict_logits
-from train.loop import HISTORY_NAME, checkpoint_dir, disk_need, fit, prepare_out_dir, resume_config, start
+from train.distributed import DistContext, cleanup, is_main_process, launch_command, main_first
+from train.engine import Distillation, EpochConfig, Split, predict_logits
+from train.loop import (
+    HISTORY_NAME,
+    checkpoint_dir,
+    device_record,
+    disk_need,
+    fit,
+    place,
+    prepare_out_dir,
+    resume_config,
+    start,
+    start_devices,
+    start_logging,
+)
 from train.pretrained import apply_pretrained
 from train.scoring import evaluate_test, format_metrics, metrics_for
 
@@ -93,8 +106,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def run(cfg: TrainConfig, command: str) -> Path:
-    """Train, pick the best epoch on validation, evaluate on test, write the model folder."""
+def run(cfg: TrainConfig, command: str) -> Path | None:
+    """Train, pick the best epoch on validation, evaluate on test, write the model folder.
+
+    Under torchrun every process trains; rank 0 alone finishes (calibration, test, model folder)
+    and returns the folder, the others return ``None``.
+    """
+    ctx, precision = start_devices(cfg)  # first: a missing GPU fails before anything is read
+    try:
+        return _run(cfg, command, ctx, precision)
+    finally:
+        cleanup(ctx)
+
+
+def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision) -> Path | None:
     prepare_out_dir(cfg, cfg.out / MODEL_DIR / CONFIG_NAME, disk_need(student_params(cfg.hidden)))
     started = time.time()
     splits = scan_dataset(cfg.data_dir)
@@ -116,10 +141,12 @@ def run(cfg: TrainConfig, command: str) -> Path:
     if cfg.teacher is not None:
         from train.teacher import load_teacher
 
-        distill = Distillation(load_teacher(cfg.teacher, pre_cfg), cfg.distill_alpha, cfg.distill_temperature)
+        teacher = model_to_device(load_teacher(cfg.teacher, pre_cfg), ctx.device)
+        distill = Distillation(teacher, cfg.distill_alpha, cfg.distill_temperature)
 
-    train = Split(load_images(train_s, pre_cfg, cfg.cache_dir, desc="decode train"), labels_of(train_s))
-    valid = Split(load_images(valid_s, pre_cfg, cfg.cache_dir, desc="decode valid"), labels_of(valid_s))
+    with main_first(ctx):  # rank 0 decodes into the cache, the others read it
+        train = Split(load_images(train_s, pre_cfg, cfg.cache_dir, desc="decode train"), labels_of(train_s))
+        valid = Split(load_images(valid_s, pre_cfg, cfg.cache_dir, desc="decode valid"), labels_of(valid_s))
 
     counts = np.bincount(train.labels.numpy(), minlength=len(CLASS_NAMES))
     if (counts == 0).any():
@@ -132,9 +159,9 @@ def run(cfg: TrainConfig, command: str) -> Path:
     criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
     epoch_cfg = EpochConfig(pre_cfg, cfg.augment, cfg.batch_size, mixup=cfg.mixup, distill=distill)
     state = fit(
-        TrainingParts(model, optimizer, criterion, gen),
+        place(model, optimizer, criterion, gen, ctx, precision, cfg.seed),
         scheduler,
-        train,
+        Split(host_to_device(train.images, ctx.device), train.labels),  # augmented where it trains
         valid,
         epoch_cfg,
         cfg,
@@ -143,6 +170,8 @@ def run(cfg: TrainConfig, command: str) -> Path:
         patience=cfg.patience,
     )
 
+    if not ctx.is_main:
+        return None
     model.load_state_dict(ckpt.load_best(checkpoint_dir(cfg.out)))
     model.eval()
     val_logits = predict_logits(model, valid.images, pre_cfg)
@@ -174,12 +203,13 @@ def run(cfg: TrainConfig, command: str) -> Path:
         "total_seconds": round(time.time() - started, 1),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+        "compute": device_record(ctx, precision),
     }
     if cfg.teacher is not None:
         from train.teacher import teacher_summary
 
         training_args["teacher"] = teacher_summary(cfg.teacher)
-    return write_outputs(model, cfg.out, metrics, training_args, state["history"])
+    return write_outputs(model_to_host(model), cfg.out, metrics, training_args, state["history"])
 
 
 def write_outputs(
@@ -219,19 +249,18 @@ def write_outputs(
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = TrainConfig.from_namespace(get_args_parser().parse_args(argv))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    start_logging()
     try:
-        cfg, command = resume_config(cfg, "python -m train " + " ".join(shlex.quote(a) for a in argv))
-        if cfg.push_to_hub:
+        cfg, command = resume_config(cfg, launch_command("train", argv))
+        if cfg.push_to_hub and is_main_process():
             from train.push import check_can_push
 
             check_can_push(cfg.push_to_hub, branch=cfg.hub_branch)  # fail now, not after training
         folder = run(cfg, command)
     except LungdemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
+    if folder is None:  # another process of a torchrun run: rank 0 reports
+        return 0
     metrics = json.loads((folder / METRICS_NAME).read_text())
     print(f"model folder: {folder}")
     print(format_metrics(f"validation (best epoch {metrics['best_epoch']})", metrics["validation"]))

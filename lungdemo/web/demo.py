@@ -81,14 +81,19 @@ def _kept_files(demo: gr.Blocks) -> set[str]:
 
 
 def build_demo(
-    model_ref: str | Path | None = None, *, timers: Timers | None = None, warmup: bool = True
+    model_ref: str | Path | None = None,
+    *,
+    timers: Timers | None = None,
+    warmup: bool = True,
+    device: str | None = None,
 ) -> tuple[gr.Blocks, AppState]:
     """The demo for a model folder or ``user/repo[@revision]`` (default: the shipped model), and its parts.
 
-    Launch the Blocks with ``demo.launch(**launch_options())``; ``timers`` replaces the clock of the deletions.
+    Launch the Blocks with ``demo.launch(**launch_options())``; ``timers`` replaces the clock of the deletions;
+    ``device`` (``auto|cpu|cuda|cuda:N|mps``, see :mod:`lungdemo.device`) is where the model runs (default: CPU).
     """
     loaded = load_model(resolve_model_ref(model_ref))
-    predictor = Predictor(loaded)
+    predictor = Predictor(loaded, device=device)
     if warmup:  # one forward pass now, so the first user does not pay for allocator warm-up
         import torch
 
