@@ -28,7 +28,6 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     return Predictor.from_ref(make_model_folder(tmp_path_factory.mktemp("m") / "model", temperature=1.5))
 
 
-
 def test_png_report_opens_and_holds_the_fields(predictor: Predictor, tmp_path: Path) -> None:
     source = EXAMPLES[0]
     out = make_report(predictor, source, tmp_path / "report.png", created=WHEN)
