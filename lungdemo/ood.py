@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,13 @@ class OODCheck:
     def __post_init__(self) -> None:
         from sklearn.linear_model import LogisticRegression
         from sklearn.neighbors import NearestNeighbors
+        from threadpoolctl import ThreadpoolController
+
+        # One query against 613 rows is too small for threads: a multi-threaded BLAS made the
+        # neighbour search 3-5x slower on a busy 2-core machine. The lock keeps the limits of
+        # concurrent requests from interleaving (OpenBLAS's thread count is process-wide).
+        self._blas = ThreadpoolController()
+        self._single_thread = threading.Lock()
 
         self._nn = NearestNeighbors(n_neighbors=self.k, metric=self.metric).fit(self.reference)
         probe = LogisticRegression()
@@ -186,11 +194,13 @@ class OODCheck:
 
     def scores(self, grid: np.ndarray) -> np.ndarray:
         """Distance of pooled features to the ``k``-th nearest training slice, for grid features ``(N, cells, D)``."""
-        return self._nn.kneighbors(pooled(grid).astype(np.float32))[0][:, -1]
+        with self._single_thread, self._blas.limit(limits=1, user_api="blas"):
+            return self._nn.kneighbors(pooled(grid).astype(np.float32))[0][:, -1]
 
     def orientation_probabilities(self, grid: np.ndarray) -> np.ndarray:
         """``(N, len(ORIENTATION_CLASSES))`` probabilities of the probe, on the cells side by side."""
-        return self._probe.predict_proba(layout(grid).astype(np.float32))
+        with self._single_thread, self._blas.limit(limits=1, user_api="blas"):
+            return self._probe.predict_proba(layout(grid).astype(np.float32))
 
     def judge(self, grid: np.ndarray) -> list[OODResult]:
         """Verdicts for grid features ``(N, cells, D)`` from :class:`~lungdemo.ood_backbone.Features`."""
@@ -256,4 +266,5 @@ class OODCheck:
 
         with atomic_path(Path(folder) / OOD_WEIGHTS) as tmp:
             save_file(self.tensors(), str(tmp), metadata={"format": FORMAT})
+            tmp.chmod(0o644)  # readable like the model's other files (safetensors creates it private)
         write_json(Path(folder) / OOD_JSON, self.to_json())

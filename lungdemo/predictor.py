@@ -115,7 +115,7 @@ class Predictor:
         checked = self.check_canonical(batch)
         result = checked[0] if checked else None
         if result is not None and result.flagged:
-            logger.info("upload flagged by the out-of-distribution check: %s", result.reason)
+            logger.debug("upload flagged by the out-of-distribution check: %s", result.reason)
         return Prediction(
             dict(zip(self.class_names, probs, strict=True)),
             notes=with_check_note(list(info.notes), result),
