@@ -12,12 +12,13 @@ from PIL import Image
 
 from lungdemo.loading import load_model
 from lungdemo.ood import NO_CHECK_MESSAGE, OOD_FILES, WARNING_START
-from lungdemo.ood_backbone import BackboneSpec, Features, build_backbone
+from lungdemo.ood_backbone import BackboneSpec, Features, OODCheckError, build_backbone
 from lungdemo.predictor import Predictor, is_warning
 from lungdemo.preprocessing import WARNING_PREFIX, decode_canonical
 from tests.conftest import make_model_folder
-from tests.ood_corpus import chessboard, png, text_page, tiny_slices
-from train.ood_fit import canonical_variants, fit_check, variant_features
+from tests.ood_corpus import chessboard, png, synthetic_images, text_page, tiny_slices
+from train.ood_fit import canonical_variants, evaluate_check, fit_check, variant_features
+from train.ood_fit import main as ood_fit_main
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,28 @@ def test_same_probabilities_with_and_without_the_check(checked: Predictor, plain
 def test_check_can_be_left_out(checked_folder: Path) -> None:
     predictor = Predictor(load_model(checked_folder), ood=None)
     assert predictor.ood is None and predictor.predict(png(text_page())).ood is None
+
+
+def test_evaluation_reports_auroc_and_shares_flagged(checked: Predictor) -> None:
+    slices = [png(im) for im in tiny_slices(6, seed=11)]
+    corpus = synthetic_images()
+    result = evaluate_check(checked, slices, corpus)
+    flagged = {item.name: bool(checked.predict(item.data).warnings) for item in corpus}
+    assert result["n_in_distribution"] == 6 and result["n_corpus"] == len(corpus)
+    assert result["corpus_flagged"] == pytest.approx(np.mean(list(flagged.values())), abs=1e-4)
+    assert result["corpus_missed"] == [name for name, hit in flagged.items() if not hit]
+    assert result["corpus_flagged"] >= 0.8 and result["in_distribution_flagged"] < 0.5
+    n_flagged_slices = round(result["in_distribution_flagged"] * 6)
+    assert len(result["in_distribution_flagged_reasons"]) == n_flagged_slices
+    assert 0.9 <= result["auroc"] <= 1.0
+    assert sum(int(v.split("/")[1]) for v in result["corpus_flagged_by_kind"].values()) == len(corpus)
+
+
+def test_evaluation_needs_a_check(plain: Predictor) -> None:
+    with pytest.raises(OODCheckError, match="has no out-of-distribution check"):
+        evaluate_check(plain, [], [])
+
+
+def test_fit_command_refuses_a_folder_that_is_no_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert ood_fit_main(["--model", str(tmp_path), "--data-dir", str(tmp_path), "--no-eval"]) == 2
+    assert "is not a lungdemo model folder" in capsys.readouterr().err
