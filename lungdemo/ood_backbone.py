@@ -133,7 +133,27 @@ def build_backbone(spec: BackboneSpec) -> nn.Module:
     model = EfficientNet.from_name(spec.architecture, image_size=spec.input_size)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
-    return model.eval().requires_grad_(False)
+    model = fold_batch_norms(model.eval().requires_grad_(False))
+    return model.to(memory_format=torch.channels_last)
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold each batch norm into the convolution before it (torch's ``fuse_conv_bn_eval``).
+
+    The same function up to float rounding (1e-5), and with channels-last memory about 30%
+    faster on CPU: what keeps the check within its latency budget.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
+    for block in model._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    for module, conv, norm in pairs:
+        setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, norm)))
+        setattr(module, norm, nn.Identity())
+    return model
 
 
 class Features(nn.Module):
@@ -160,6 +180,7 @@ class Features(nn.Module):
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x.expand(-1, len(self.spec.mean), -1, -1) - self.mean) / self.std
+        x = x.contiguous(memory_format=torch.channels_last)
         cells = F.adaptive_avg_pool2d(self.backbone.extract_features(x), GRID)  # (N, D, GRID, GRID)
         return cells.flatten(2).transpose(1, 2)
 

