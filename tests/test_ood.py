@@ -230,3 +230,10 @@ def test_folded_batch_norms_compute_the_same_features() -> None:
         expected = plain.extract_features(x)
         got = folded.extract_features(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_frozen_extractor_computes_the_same_features(features: Features) -> None:
+    eager = Features(features.spec, features.backbone, freeze=False)
+    assert isinstance(features.extract, torch.jit.ScriptModule)
+    canon = torch.from_numpy(np.stack([np.asarray(canonical_image(im, CFG)) for im in tiny_slices(3, 5)])).unsqueeze(1)
+    torch.testing.assert_close(features(canon), eager(canon), atol=1e-5, rtol=1e-5)
