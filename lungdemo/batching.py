@@ -33,6 +33,7 @@ from typing import Generic, TypeVar
 import torch
 
 from lungdemo.errors import LungdemoError
+from lungdemo.ood import OODResult
 from lungdemo.predictor import Prediction, Predictor
 from lungdemo.preprocessing import decode_canonical
 
@@ -247,16 +248,13 @@ class BatchedPredictor:
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         self.predictor = predictor
-        self.batcher: MicroBatcher[list[float]] = MicroBatcher(
-            self._forward, max_batch_size=max_batch_size, max_wait_s=max_wait_s
+        self.batcher: MicroBatcher[tuple[list[float], OODResult | None]] = MicroBatcher(
+            predictor.forward_canonical, max_batch_size=max_batch_size, max_wait_s=max_wait_s
         )
 
     @property
     def class_names(self) -> list[str]:
         return self.predictor.class_names
-
-    def _forward(self, canon: torch.Tensor) -> list[list[float]]:
-        return self.predictor.probabilities_canonical(canon).tolist()
 
     def predict(self, source: bytes | str | Path) -> Prediction:
         """What :meth:`Predictor.predict` returns for ``source`` (to the last bits, see the module)."""
@@ -266,8 +264,8 @@ class BatchedPredictor:
         """:meth:`predict` and the canonical slice the model saw (``uint8`` ``(1, H, W)``), for reuse."""
         with self.batcher.preparing() as ticket:
             canon, info = decode_canonical(source, self.predictor.cfg)
-            probs = ticket.submit(canon)
-        return Prediction(dict(zip(self.class_names, probs, strict=True)), notes=list(info.notes)), canon
+            probs, result = ticket.submit(canon)
+        return self.predictor.prediction(probs, info.notes, result), canon
 
     def close(self, timeout: float | None = None) -> None:
         self.batcher.close(timeout)

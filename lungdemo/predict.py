@@ -46,6 +46,7 @@ from lungdemo.decode import DEFAULT_MAX_BYTES, ImageDecodeError
 from lungdemo.device import add_device_argument, describe_device, resolve_device
 from lungdemo.errors import LungdemoError, report_error
 from lungdemo.loading import SHIPPED_MODEL_DIR, LoadedModel, load_model
+from lungdemo.ood import OODResult
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import decode_canonical
 
@@ -58,6 +59,8 @@ MAX_ZIP_MEMBERS = 10_000
 MAX_ZIP_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_FILE_BYTES = DEFAULT_MAX_BYTES
 DEFAULT_BATCH_SIZE = 32
+CHECK_COLUMNS = ("not_chest_ct", "ood_score", "ood_reason")
+"""The out-of-distribution check's verdict, score and reason (lungdemo.ood); empty without a check."""
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -77,17 +80,27 @@ def probability_column(class_name: str) -> str:
 
 
 def csv_columns(class_names: Sequence[str]) -> list[str]:
-    """``file, predicted_class, p_<class>... (model order), error``."""
-    return ["file", "predicted_class", *(probability_column(c) for c in class_names), "error"]
+    """``file, predicted_class, p_<class>... (model order), the check's columns, error``."""
+    return ["file", "predicted_class", *(probability_column(c) for c in class_names), *CHECK_COLUMNS, "error"]
 
 
-def _row(name: str, class_names: Sequence[str], probs: Sequence[float] | None, error: str = "") -> dict[str, Any]:
+def _row(
+    name: str,
+    class_names: Sequence[str],
+    probs: Sequence[float] | None,
+    error: str = "",
+    check: OODResult | None = None,
+) -> dict[str, Any]:
     row: dict[str, Any] = {"file": name, "predicted_class": ""}
     for i, cls in enumerate(class_names):
         row[probability_column(cls)] = None if probs is None else float(probs[i])
     if probs is not None:
         # max() over the class order, as Prediction.top_class does: the first of equal maxima
         row["predicted_class"] = class_names[max(range(len(class_names)), key=lambda i: probs[i])]
+    # empty when the model folder has no check (or the file could not be read)
+    row["not_chest_ct"] = None if check is None else check.flagged
+    row["ood_score"] = None if check is None else float(check.score)
+    row["ood_reason"] = None if check is None else check.reason
     row["error"] = error
     return row
 
@@ -242,9 +255,9 @@ def predict_files(
             chunk_rows.append(None)
             decoded.append(canon)
         if decoded:
-            probs = predictor.probabilities_canonical(torch.stack(decoded)).tolist()
-            for slot, p in zip(slots, probs, strict=True):
-                chunk_rows[slot] = _row(chunk[slot][0], classes, p)
+            results = predictor.forward_canonical(torch.stack(decoded))
+            for slot, (p, check) in zip(slots, results, strict=True):
+                chunk_rows[slot] = _row(chunk[slot][0], classes, p, check=check)
         rows.extend(r for r in chunk_rows if r is not None)
         if on_progress is not None:
             on_progress(len(chunk))

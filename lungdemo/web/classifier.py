@@ -15,6 +15,7 @@ import numpy as np
 from lungdemo.batching import BatchedPredictor
 from lungdemo.decode import ImageDecodeError, decode_image
 from lungdemo.gradcam import explain_canonical, explain_source
+from lungdemo.ood import WARNING_START
 from lungdemo.predictor import Predictor
 from lungdemo.web.lifecycle import OutputFiles, Upload, UploadJanitor, read_upload, upload_name, upload_payload
 from lungdemo.web.recent import Decoded, RecentUploads
@@ -72,10 +73,19 @@ def confidence_markdown(
 
 
 def notes_markdown(notes: Sequence[str] | None) -> str:
-    """Decode notes as Markdown for the classify tab."""
+    """Decode notes as Markdown for the classify tab; a flagged upload leads with a banner."""
     if not notes:
         return ""
-    return "**How the file was read:**\n\n" + "\n".join(f"- {note}" for note in notes)
+    notes = list(notes)
+    banner = ""
+    if notes[0].startswith(WARNING_START):
+        head, _, reason = notes.pop(0).partition(": ")
+        banner = (
+            f"### ⚠️ {head}\n\n{reason[:1].upper()}{reason[1:]}. **The class probabilities are not meaningful.**\n\n"
+        )
+    if not notes:
+        return banner
+    return banner + "**How the file was read:**\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
 def report_file_name(original: str, fmt: str) -> str:
@@ -147,6 +157,29 @@ class Classifier:
         if isinstance(upload, str):
             self.recent.put(upload, Decoded(data, canonical, tuple(prediction.notes)))
         return prediction.probabilities
+
+    def classify_json(self, image: Upload) -> dict[str, Any]:
+        """Classify one slice and say whether it looks like one: probabilities, top class, check, notes.
+
+        `check` is the out-of-distribution check's score, threshold and decision (`null` when the
+        model folder has no check); when `check.flagged` is true the probabilities mean little.
+        """
+        upload = upload_payload(image)
+        if upload is None:
+            raise gr.Error("No file: send one image or DICOM file.", print_exception=False)
+        data = read_upload(upload, self.janitor)
+        try:
+            prediction, _ = self.batched.predict_with_input(data)
+        except ImageDecodeError as exc:
+            logger.info("rejected upload (%d bytes): %s", len(data), exc)
+            raise cannot_read(exc) from exc
+        return {
+            "probabilities": prediction.probabilities,
+            "top_class": prediction.top_class,
+            "check": prediction.ood.to_dict() if prediction.ood is not None else None,
+            "notes": prediction.notes,
+            "warnings": prediction.warnings,
+        }
 
     def explain(self, image: Upload, target_class: str | None = TOP_CLASS_CHOICE) -> tuple[Image.Image | None, str]:
         """Grad-CAM of one chest CT slice: the heat-map overlay and the class it explains.

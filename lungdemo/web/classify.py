@@ -171,6 +171,21 @@ def classify_tab(classifier: Classifier, examples: Sequence[Path], classify_limi
         image,
         "explain",
     )
+    # API only: the same classification as JSON, with the out-of-distribution check's verdict
+    json_trigger = gr.Button(visible=False)
+    json_trigger.click(
+        classifier.classify_json,
+        inputs=file_box,
+        outputs=gr.JSON(visible=False),
+        preprocess=False,
+        concurrency_limit=classify_limit,
+        concurrency_id="classify",
+        api_name="classify_json",
+        api_description=(
+            "Classify one chest CT slice (an image or DICOM file) and check that it looks like one. Returns "
+            "probabilities, top_class, check (score, threshold, flagged, reason; null without a check) and notes."
+        ),
+    )
     image.upload(lambda: None, outputs=file_box, **PAGE_ONLY)  # one current slice: the other box empties
     if example_block is not None:
         loaded = example_block.load_input_event
