@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from lungdemo.decode import decode_image
 from lungdemo.ood import TRANSFORMS
-from lungdemo.preprocessing import decode_image
 
 TRANSFORMED_PER_CLASS = 2
 """Test slices per class that are turned and inverted (4 classes x 2 slices x 5 transforms = 40)."""

@@ -20,6 +20,7 @@ from PIL import Image
 from lungdemo import predict as predict_mod
 from lungdemo.loading import load_model
 from lungdemo.predict import (
+    CHECK_COLUMNS,
     InputError,
     collect_sources,
     csv_columns,
@@ -256,7 +257,13 @@ def run_cli(archive: Path, model_dir: Path, out: Path) -> tuple[int, list[dict[s
 
 
 def refused_row(name: str, error: str) -> dict[str, str]:
-    return {"file": name, "predicted_class": "", **dict.fromkeys(P_COLUMNS, ""), "error": error}
+    return {
+        "file": name,
+        "predicted_class": "",
+        **dict.fromkeys(P_COLUMNS, ""),
+        **dict.fromkeys(CHECK_COLUMNS, ""),
+        "error": error,
+    }
 
 
 def test_cli_zip_member_limit_at_its_default(
@@ -363,7 +370,7 @@ def test_csv_round_trips_the_probabilities(predictor: Predictor, tmp_path: Path)
     out = write_csv(rows, predictor.class_names, tmp_path / "out" / "results.csv")
     with out.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == ["file", "predicted_class", *P_COLUMNS, "error"]
+        assert reader.fieldnames == ["file", "predicted_class", *P_COLUMNS, *CHECK_COLUMNS, "error"]
         read = list(reader)
     assert len(read) == len(rows)
     for got, row in zip(read[:-1], rows[:-1], strict=True):

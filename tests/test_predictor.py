@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lungdemo.decode import WARNING_PREFIX
 from lungdemo.loading import load_model
 from lungdemo.ood import NO_CHECK_MESSAGE, OOD_FILES, WARNING_START
 from lungdemo.ood_backbone import BackboneSpec, Features, OODCheckError, build_backbone
 from lungdemo.predictor import Predictor, is_warning
-from lungdemo.preprocessing import WARNING_PREFIX, decode_canonical
+from lungdemo.preprocessing import decode_canonical
 from tests.conftest import make_model_folder
 from tests.ood_corpus import chessboard, png, synthetic_images, text_page, tiny_slices
 from train.ood_fit import canonical_variants, evaluate_check, fit_check, variant_features

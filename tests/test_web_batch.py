@@ -18,7 +18,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from lungdemo.loading import load_model
-from lungdemo.predict import InputError, csv_columns
+from lungdemo.predict import CHECK_COLUMNS, InputError, csv_columns
 from lungdemo.predictor import Predictor
 from lungdemo.web.batch import BATCH_CSV_NAME, BatchClassifier, batch_sources, batch_uploads, table_rows
 from lungdemo.web.lifecycle import OutputFiles
@@ -125,7 +125,7 @@ def test_batch_limit_and_table(model_folder: Path) -> None:
     assert [row[0] for row in table] == [p.name for p in EXAMPLES[:2]] and Path(csv_path).is_file()
     assert batcher.batch(None, progress=no_progress) == ([], None)
     rows = [{"file": "x", "predicted_class": "", "p_a": None, "p_b": None, "error": "broken"}]
-    assert table_rows(rows, ["a", "b"]) == [["x", "", "", "", "broken"]]
+    assert table_rows(rows, ["a", "b"]) == [["x", "", "", "", "", "", "", "broken"]]  # no check: empty cells
 
 
 def test_batch_endpoint_rows_equal_single_predictions(client: Client, server: Server, tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def uploaded(*paths: Path) -> list[dict[str, str]]:
 
 
 def refused(name: str, error: str) -> list[list[str]]:
-    return [[name, "", *([""] * len(TEST_CLASSES)), error]]
+    return [[name, "", *([""] * len(TEST_CLASSES)), *([""] * len(CHECK_COLUMNS)), error]]
 
 
 def test_batch_zip_member_limit_at_its_default(

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lungdemo.decode import ImageDecodeError, decode_image
 from lungdemo.loading import ModelLoadError, load_model_folder
 from lungdemo.ood import ORIENTATION_CLASSES, TRANSFORM_CLASS, TRANSFORMS, UPRIGHT, OODCheck
 from lungdemo.ood_backbone import (
@@ -42,7 +43,7 @@ from lungdemo.ood_backbone import (
     pooled,
 )
 from lungdemo.predictor import Predictor
-from lungdemo.preprocessing import ImageDecodeError, PreprocessConfig, canonical_image, decode_image
+from lungdemo.preprocessing import PreprocessConfig, canonical_image
 from train.data import DatasetError, Sample, scan_dataset
 
 logger = logging.getLogger(__name__)

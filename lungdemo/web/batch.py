@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from lungdemo.predict import InputError, Source, csv_columns, predict_files, probability_column, write_csv, zip_sources
+from lungdemo.predict import InputError, Source, csv_columns, predict_files, write_csv, zip_sources
 from lungdemo.predictor import Predictor
 from lungdemo.web.lifecycle import OutputFiles, UploadJanitor, upload_name, upload_payload
 from lungdemo.web.text import DISCLAIMER_MARKDOWN
@@ -65,8 +65,8 @@ def batch_sources(uploads: Sequence[tuple[str, str]]) -> list[Source]:
 
 def table_rows(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> list[list[Any]]:
     """predict_files rows in :func:`csv_columns` order; every digit kept, empty cells for an error row."""
-    columns = ["file", "predicted_class", *(probability_column(c) for c in class_names), "error"]
-    return [["" if row[col] is None else row[col] for col in columns] for row in rows]
+    columns = csv_columns(class_names)
+    return [["" if row.get(col) is None else row[col] for col in columns] for row in rows]
 
 
 class BatchClassifier:
