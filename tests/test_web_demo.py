@@ -62,11 +62,13 @@ def test_launch_options() -> None:
     }
 
 
-def test_api_has_three_public_endpoints(server: Server) -> None:
+def test_api_has_four_public_endpoints(server: Server) -> None:
     info = Client(server.url, verbose=False).view_api(print_info=False, return_format="dict")
     endpoints = info["named_endpoints"]
-    assert list(endpoints) == ["/classify", "/explain", "/batch"]
+    assert list(endpoints) == ["/classify", "/explain", "/classify_json", "/batch"]
     assert [p["parameter_name"] for p in endpoints["/classify"]["parameters"]] == ["image"]
+    assert [p["parameter_name"] for p in endpoints["/classify_json"]["parameters"]] == ["image"]
+    assert [r["component"] for r in endpoints["/classify_json"]["returns"]] == ["Json"]
     assert [p["parameter_name"] for p in endpoints["/explain"]["parameters"]] == ["image", "target_class"]
     assert [p["parameter_name"] for p in endpoints["/batch"]["parameters"]] == ["files"]
     assert [r["component"] for r in endpoints["/explain"]["returns"]] == ["Image", "Textbox"]
