@@ -37,9 +37,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lungdemo.framing import frame_slice, slice_problems
+
 logger = logging.getLogger(__name__)
 
-RESIZE_POLICIES = ("body_crop_pad", "pad", "squash")
+RESIZE_POLICIES = ("body_crop_pad", "slice_crop_pad", "pad", "squash")
 DEFAULT_MAX_PIXELS = 40_000_000  # a 6000x6000 slice; CT renderings are far smaller
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 """Largest file accepted (20 MiB): the dataset's largest PNG is under 1 MiB, an uncompressed
@@ -82,6 +84,14 @@ class PreprocessConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     color_mode: str = "grayscale"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # slice_crop_pad only (see lungdemo.framing): canvas tolerance in gray levels, opening as a share of the
+    # image side, the area share of the largest component that still counts as body, the body level's share of
+    # the way from the background to Otsu's threshold, the largest tilt straightened (degrees)
+    slice_tolerance: int = 12
+    slice_opening: float = 0.01
+    slice_keep: float = 0.1
+    slice_level: float = 0.5
+    slice_deskew: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -101,6 +111,9 @@ class PreprocessConfig:
             )
         if any(s <= 0 for s in self.std):
             problems.append(f"std values must be positive, got {list(self.std)}")
+        problems += slice_problems(
+            self.slice_tolerance, self.slice_opening, self.slice_keep, self.slice_level, self.slice_deskew
+        )
         if problems:
             raise ValueError("invalid preprocessing config: " + "; ".join(problems))
 
@@ -360,14 +373,30 @@ def _pad_to_square(img: Image.Image) -> Image.Image:
     return canvas
 
 
-def canonical_image(gray: Image.Image, cfg: PreprocessConfig) -> Image.Image:
-    """Frame a grayscale slice and resize it to ``cfg.image_size`` square (an "L" image)."""
+def canonical_image(gray: Image.Image, cfg: PreprocessConfig, notes: list[str] | None = None) -> Image.Image:
+    """Frame a grayscale slice and resize it to ``cfg.image_size`` square (an "L" image).
+
+    Framing notes (e.g. no slice found) are appended to ``notes`` when given.
+    """
     if gray.mode != "L":
         raise ValueError(f"canonical_image expects an 'L' image, got {gray.mode}")
     resample = _INTERPOLATIONS[cfg.interpolation]
     if cfg.resize == "body_crop_pad":
         box = body_bbox(np.asarray(gray), cfg.body_threshold)
         gray = _pad_to_square(gray.crop(box))
+    elif cfg.resize == "slice_crop_pad":
+        gray, found = frame_slice(
+            gray,
+            threshold=cfg.body_threshold,
+            tolerance=cfg.slice_tolerance,
+            opening=cfg.slice_opening,
+            keep=cfg.slice_keep,
+            level=cfg.slice_level,
+            deskew=cfg.slice_deskew,
+        )
+        if notes is not None:
+            notes += found.notes
+        gray = _pad_to_square(gray)
     elif cfg.resize == "pad":
         gray = _pad_to_square(gray)
     return gray.resize((cfg.image_size, cfg.image_size), resample=resample)
@@ -379,7 +408,7 @@ def decode_canonical(source: bytes | str | Path, cfg: PreprocessConfig) -> tuple
     This is what the training data cache stores: augmentation and normalisation start here.
     """
     gray, info = decode_image(source, cfg.max_pixels)
-    arr = np.asarray(canonical_image(gray, cfg), dtype=np.uint8)
+    arr = np.asarray(canonical_image(gray, cfg, info.notes), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).unsqueeze(0), info
 
 
