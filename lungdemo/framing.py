@@ -45,6 +45,8 @@ MIN_SIDE = 8
 """Images with a side shorter than this are too small to look into: the whole image is used."""
 MIN_ECCENTRICITY = 0.1
 """Bodies rounder than this (0 is a disc, 1 a line) have no axis to level: the dataset's are 0.12..0.6."""
+WORK_SIDE = 512
+"""Images with a longer side are searched at a size reduced by a whole factor: fast, and bounded in memory."""
 REFINE_MARGIN = 0.05
 """The body is looked for a second time in its first box grown by this share on each side."""
 NOTE_NO_BODY = "no slice found in the image (it is empty, uniform or tiny): the whole image was used"
@@ -107,8 +109,22 @@ def _components(mask: np.ndarray, keep: float) -> np.ndarray:
         return np.zeros_like(mask)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    chosen = np.flatnonzero(sizes >= keep * sizes.max())
-    return ndi.binary_fill_holes(np.isin(labels, chosen))
+    chosen = sizes >= keep * sizes.max()
+    return _fill_holes(chosen[labels])
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every background region that does not reach the border filled in.
+
+    The same result as ``ndi.binary_fill_holes``, from one labelling instead of repeated dilations.
+    """
+    labels, n = ndi.label(~mask)
+    if n == 0:
+        return mask
+    border = np.zeros(n + 1, dtype=bool)
+    border[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    border[0] = True  # label 0 is the mask itself
+    return mask | ~border[labels]
 
 
 def otsu_threshold(gray: np.ndarray) -> int:
@@ -220,11 +236,28 @@ def find_slice(
 ) -> Framing:
     """The box of the CT slice's body in a grayscale ``uint8`` image (see the module docstring).
 
-    ``opening`` is a share of the image's shorter side.
+    ``opening`` is a share of the image's shorter side. Images larger than ``WORK_SIDE`` are
+    searched at a reduced size (by a whole factor, so boxes map back to within that factor).
     """
     gray = np.asarray(gray)
     if gray.ndim != 2:
         raise ValueError(f"find_slice expects a 2-D grayscale array, got shape {gray.shape}")
+    params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
+    factor = -(-max(gray.shape) // WORK_SIDE)
+    if factor <= 1:
+        return _find(gray, **params)
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).reduce(factor))
+    found = _find(small, **params)
+    found.box, found.picture = (_scale(b, factor, gray.shape) for b in (found.box, found.picture))
+    return found
+
+
+def _scale(box: Box, factor: int, shape: tuple[int, ...]) -> Box:
+    left, top, right, bottom = box
+    return left * factor, top * factor, min(shape[1], right * factor), min(shape[0], bottom * factor)
+
+
+def _find(gray: np.ndarray, *, threshold: int, tolerance: float, opening: float, keep: float, level: float) -> Framing:
     height, width = gray.shape
     whole: Box = (0, 0, width, height)
     if min(height, width) < MIN_SIDE or int(gray.max()) == int(gray.min()):
@@ -285,9 +318,8 @@ def frame_slice(
     if deskew <= 0 or found.angle is None or abs(found.angle) > deskew or found.angle == 0:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-found.angle, resample=Image.Resampling.BILINEAR, expand=True)
-    body = _body(np.asarray(picture), threshold, opening, keep, level)
-    box = _bbox(body)
-    if box is None:
+    level_found = find_slice(np.asarray(picture), **params)
+    if level_found.notes:
         return gray.crop(found.box), found
     found.deskewed = found.angle
-    return picture.crop(box), found
+    return picture.crop(level_found.box), found
