@@ -13,7 +13,10 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
    ``keep`` of its area (the arms) are the body, and its box is the crop. The level is
    ``body_threshold`` or, when higher, ``level`` of the way from the background's gray (its 1st
    percentile) to Otsu's threshold: it follows a lifted background or a brighter gamma, where a
-   fixed threshold lets the faint table and noise join the body.
+   fixed threshold lets the faint table and noise join the body. The body is then looked for once
+   more around its first box, so the level and the opening follow the slice, not its canvas;
+3. optionally (``deskew``, :func:`frame_slice`) levels a tilted body: its axis from the second
+   moments, rotated back when within the limit.
 
 Nothing here raises on odd input: an empty, uniform or tiny image gives the whole image back,
 with a note saying so.
@@ -45,6 +48,8 @@ MIN_SIDE = 8
 """Images with a side shorter than this are too small to look into: the whole image is used."""
 MIN_ECCENTRICITY = 0.1
 """Bodies rounder than this (0 is a disc, 1 a line) have no axis to level: the dataset's are 0.12..0.6."""
+MIN_DESKEW = 1.0
+"""Tilts under this many degrees are left alone: not worth a resampling of the slice."""
 WORK_SIDE = 512
 """Images with a longer side are searched at a size reduced by a whole factor: fast, and bounded in memory."""
 REFINE_MARGIN = 0.05
@@ -64,7 +69,7 @@ class Framing:
     angle: float | None = None
     """The body's tilt (:func:`body_angle`)."""
     deskewed: float = 0.0
-    """Degrees the slice was rotated back by :func:`frame_slice`."""
+    """Degrees the slice was rotated back by :func:`frame_slice` (0 when it was not)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,31 +161,20 @@ def _ring(gray: np.ndarray) -> np.ndarray:
 
 
 def _peel(gray: np.ndarray, colour: float, tolerance: float) -> Box:
-    """Shrink a box while its outermost row or column is mostly the canvas colour."""
+    """Shrink a box while one of its outermost rows or columns is mostly the canvas colour."""
     near = np.abs(gray.astype(np.int16) - round(colour)) <= tolerance
     left, top, right, bottom = 0, 0, gray.shape[1], gray.shape[0]
-    changed = True
-    while changed and right - left > 1 and bottom - top > 1:
-        changed = False
-        for side in ("top", "bottom", "left", "right"):
-            if right - left <= 1 or bottom - top <= 1:
-                break
-            line = {
-                "top": near[top, left:right],
-                "bottom": near[bottom - 1, left:right],
-                "left": near[top:bottom, left],
-                "right": near[top:bottom, right - 1],
-            }[side]
-            if line.mean() >= PEEL_SHARE:
-                changed = True
-                if side == "top":
-                    top += 1
-                elif side == "bottom":
-                    bottom -= 1
-                elif side == "left":
-                    left += 1
-                else:
-                    right -= 1
+    while right - left > 1 and bottom - top > 1:
+        if near[top, left:right].mean() >= PEEL_SHARE:
+            top += 1
+        elif near[bottom - 1, left:right].mean() >= PEEL_SHARE:
+            bottom -= 1
+        elif near[top:bottom, left].mean() >= PEEL_SHARE:
+            left += 1
+        elif near[top:bottom, right - 1].mean() >= PEEL_SHARE:
+            right -= 1
+        else:
+            break
     return left, top, right, bottom
 
 
@@ -278,6 +272,7 @@ def _find(gray: np.ndarray, *, threshold: int, tolerance: float, opening: float,
     if body.sum() < MIN_BODY_SHARE * view.size:
         if not canvases:  # inside a frame, the picture is the slice even when it holds no body of its own
             result.notes.append(NOTE_NO_BODY)
+        logger.debug("no body in a %dx%d picture; using %s", view.shape[1], view.shape[0], result.box)
         return result
     box = _bbox(body)
     assert box is not None  # the body is not empty
@@ -315,7 +310,7 @@ def frame_slice(
     """
     params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
     found = find_slice(np.asarray(gray), **params)
-    if deskew <= 0 or found.angle is None or abs(found.angle) > deskew or found.angle == 0:
+    if deskew <= 0 or found.angle is None or not MIN_DESKEW <= abs(found.angle) <= deskew:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-found.angle, resample=Image.Resampling.BILINEAR, expand=True)
     level_found = find_slice(np.asarray(picture), **params)

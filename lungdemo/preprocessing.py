@@ -20,6 +20,8 @@ Steps, in order:
    bounding box of pixels brighter than ``body_threshold`` (the body), pads to a square with
    black so the aspect ratio is kept, and resizes to ``image_size``. The splits of the
    dataset are framed differently; normalising the framing is what generalised best.
+   ``resize="slice_crop_pad"`` (:mod:`lungdemo.framing`) finds the slice in real uploads first:
+   frames and canvases of any colour, overlay text, rulers and noise are left out of the box.
 3. :func:`normalize` scales to [0, 1], repeats the gray channel ``in_channels`` times and
    applies ``mean``/``std``.
 """
