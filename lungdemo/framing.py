@@ -9,8 +9,8 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
    colour (after an opening, so caption text, rulers and JPEG ringing do not count), crops to
    it and peels what is left of the border;
 2. finds the body: pixels above a level, opened so thin overlay text, rulers, the table and
-   noise fall apart from it; the largest connected component and every component at least
-   ``keep`` of its area (the arms) are the body, and its box is the crop. The level is
+   noise fall apart from it; the largest connected component and the components beside it
+   with at least ``keep`` of its area (the arms) are the body, and its box is the crop. The level is
    ``body_threshold`` or, when higher, ``level`` of the way from the background's gray (its 1st
    percentile) to Otsu's threshold: it follows a lifted background or a brighter gamma, where a
    fixed threshold lets the faint table and noise join the body. The body is then looked for once
@@ -108,14 +108,30 @@ def _open(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _components(mask: np.ndarray, keep: float) -> np.ndarray:
-    """The largest connected component and those at least ``keep`` of its area, holes filled."""
-    labels, n = ndi.label(mask)
+    """The largest connected region (holes filled) and the parts beside it (the arms).
+
+    A part is kept when it has at least ``keep`` of the largest one's area, is no taller and no
+    wider than it, and at least half of its rows are level with it: a toolbar or a side panel of a
+    screenshot, taller or wider than the body or above it, is not.
+    """
+    labels, n = ndi.label(_fill_holes(mask))  # areas with the lungs in them
     if n == 0:
         return np.zeros_like(mask)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    chosen = sizes >= keep * sizes.max()
-    return _fill_holes(chosen[labels])
+    largest = int(sizes.argmax())
+    chosen = np.zeros(n + 1, dtype=bool)
+    chosen[largest] = True
+    if keep < 1:
+        boxes = ndi.find_objects(labels)
+        rows, cols = boxes[largest - 1]
+        for k in np.flatnonzero(sizes >= keep * sizes[largest]):
+            r, c = boxes[k - 1]
+            height, width = r.stop - r.start, c.stop - c.start
+            level = min(r.stop, rows.stop) - max(r.start, rows.start)
+            small = height <= rows.stop - rows.start and width <= cols.stop - cols.start
+            chosen[k] = chosen[k] or (small and level >= 0.5 * height)
+    return chosen[labels]
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -178,7 +194,7 @@ def _peel(gray: np.ndarray, colour: float, tolerance: float) -> Box:
     return left, top, right, bottom
 
 
-def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: float, keep: float) -> tuple[Box, int]:
+def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: float) -> tuple[Box, int]:
     """One pass of step 1: the box of the picture inside a uniform bright border and its gray level.
 
     Returns the whole image and -1 when the border is not uniform, or dark (the body step
@@ -190,7 +206,7 @@ def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: f
     if colour <= threshold or np.mean(np.abs(ring - colour) <= tolerance) < UNIFORM_RING:
         return whole, -1
     content = _open(np.abs(gray.astype(np.int16) - colour) > tolerance, _radius(gray.shape, opening))
-    box = _bbox(_components(content, keep))
+    box = _bbox(_components(content, keep=1.0))  # one picture: the largest
     if box is None:
         return whole, -1
     left, top, right, bottom = box
@@ -260,7 +276,7 @@ def _find(gray: np.ndarray, *, threshold: int, tolerance: float, opening: float,
     view = gray
     canvases = []
     for _ in range(MAX_CANVAS_PASSES):
-        (l0, t0, r0, b0), colour = _strip_canvas(view, threshold, tolerance, opening, keep)
+        (l0, t0, r0, b0), colour = _strip_canvas(view, threshold, tolerance, opening)
         if colour < 0 or min(r0 - l0, b0 - t0) < MIN_SIDE:
             break
         canvases.append(colour)

@@ -120,6 +120,26 @@ def test_dark_canvas_text_rulers_and_markers_are_ignored(background) -> None:
     assert_box(box_of(shot), shifted(BODY, offset))
 
 
+@pytest.mark.parametrize("panel", ["toolbar", "sidebar"])
+def test_light_user_interface_panels_of_a_screenshot_are_not_body(panel) -> None:
+    """A toolbar above or a panel beside the slice is bright, but it is not an arm.
+
+    (The slice is the largest bright thing on the screen: a panel larger than it would win.)
+    """
+    body = (30, 30, 270, 190)
+    offset = (120, 50)
+    shot = viewer_canvas(8, slice_image(size=(300, 220), body=body), offset, size=(520, 320))
+    d = ImageDraw.Draw(shot)
+    if panel == "toolbar":
+        d.rectangle([0, 0, 519, 36], fill=(225, 225, 225))
+    else:
+        d.rectangle([0, 0, 70, 319], fill=(200, 200, 200))
+    for k in range(6):
+        button = [8 + 60 * k, 8, 50 + 60 * k, 30] if panel == "toolbar" else [8, 50 + 45 * k, 62, 80 + 45 * k]
+        d.rectangle(button, outline=(60, 60, 60))
+    assert_box(box_of(shot), shifted(body, offset))
+
+
 def test_noise_does_not_grow_the_box() -> None:
     rng = np.random.default_rng(1)
     noisy = np.asarray(slice_image(), dtype=np.float64) + rng.normal(0, 8, (200, 260))

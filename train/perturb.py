@@ -120,14 +120,17 @@ def canvas(
     arrow: bool = False,
     colourbar: bool = False,
     toolbar: int | Colour | None = None,
+    sidebar: int | Colour | None = None,
 ) -> Image.Image:
     """A viewer screenshot: the slice ``fill`` x the canvas height, overlay text in the corners,
     a ruler with ticks, orientation letters, optionally an arrow that touches the body,
-    a grey-scale colour bar and a light toolbar strip along the top."""
+    a grey-scale colour bar, a light toolbar strip along the top and a panel of buttons on the left."""
     ch = round(img.height / fill)
     cw = max(round(ch * aspect), img.width + 8)
+    panel = round(cw / 5) if sidebar is not None else 0
+    cw += panel
     out = Image.new("RGB", (cw, ch), _rgb(background))
-    x0 = round((cw - img.width) * offset[0])
+    x0 = panel + round((cw - panel - img.width) * offset[0])
     y0 = round((ch - img.height) * offset[1])
     out.paste(img, (x0, y0))
     draw = ImageDraw.Draw(out)
@@ -185,6 +188,12 @@ def canvas(
         draw.rectangle([0, 0, cw, th], fill=_rgb(toolbar))
         for k in range(6):
             draw.rectangle([pad + k * th * 1.3, 2, pad + k * th * 1.3 + th - 4, th - 3], outline=(90, 90, 90))
+    if sidebar is not None:
+        draw.rectangle([0, 0, panel, ch], fill=_rgb(sidebar))
+        for k in range(8):
+            y = pad + k * 2 * lh
+            draw.rectangle([pad, y, panel - pad, y + lh], outline=(70, 70, 70))
+            draw.text((2 * pad, y + 1), f"Tool {k + 1}", fill=(30, 30, 30), font=font)
     return out
 
 
@@ -282,6 +291,7 @@ DEV = Suite(
             "canvas",
             _s("canvas", background=0, fill=0.55, arrow=True, ruler="left"),
         ),
+        _p("canvas beside a light side panel", "canvas", _s("canvas", background=5, fill=0.75, sidebar=200)),
         _p("jpeg q75", "jpeg", fmt="jpeg", quality=75),
         _p("jpeg q50", "jpeg", fmt="jpeg", quality=50),
         _p("jpeg q30", "jpeg", fmt="jpeg", quality=30),
