@@ -6,8 +6,8 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
 
 1. strips canvases and frames of any colour: while the outer ring of the picture is one uniform
    colour brighter than the body threshold, it keeps the largest region that differs from that
-   colour (after an opening, so caption text, rulers and JPEG ringing do not count), crops to
-   it and peels what is left of the border;
+   colour (after an opening, so caption text, rulers and JPEG ringing do not count), moves its
+   sides to where the canvas colour begins, and crops to it;
 2. finds the body: pixels above a level, opened so thin overlay text, rulers, the table and
    noise fall apart from it; the largest connected component and the components beside it
    with at least ``keep`` of its area (the arms) are the body, and its box is the crop. The level is
@@ -107,12 +107,12 @@ def _open(mask: np.ndarray, radius: int) -> np.ndarray:
     return ndi.maximum_filter(ndi.minimum_filter(mask, size=size, mode="nearest"), size=size, mode="constant")
 
 
-def _components(mask: np.ndarray, keep: float) -> np.ndarray:
+def _components(mask: np.ndarray, keep: float, beside: bool = True) -> np.ndarray:
     """The largest connected region (holes filled) and the parts beside it (the arms).
 
-    A part is kept when it has at least ``keep`` of the largest one's area, is no taller and no
-    wider than it, and at least half of its rows are level with it: a toolbar or a side panel of a
-    screenshot, taller or wider than the body or above it, is not.
+    A part is kept when it has at least ``keep`` of the largest one's area and, with ``beside``,
+    is no taller and no wider than it with at least half of its rows level with it: a toolbar or
+    a side panel of a screenshot, taller or wider than the body or above it, is not.
     """
     labels, n = ndi.label(_fill_holes(mask))  # areas with the lungs in them
     if n == 0:
@@ -130,7 +130,7 @@ def _components(mask: np.ndarray, keep: float) -> np.ndarray:
             height, width = r.stop - r.start, c.stop - c.start
             level = min(r.stop, rows.stop) - max(r.start, rows.start)
             small = height <= rows.stop - rows.start and width <= cols.stop - cols.start
-            chosen[k] = chosen[k] or (small and level >= 0.5 * height)
+            chosen[k] = chosen[k] or not beside or (small and level >= 0.5 * height)
     return chosen[labels]
 
 
@@ -176,43 +176,62 @@ def _ring(gray: np.ndarray) -> np.ndarray:
     )
 
 
-def _peel(gray: np.ndarray, colour: float, tolerance: float) -> Box:
-    """Shrink a box while one of its outermost rows or columns is mostly the canvas colour."""
-    near = np.abs(gray.astype(np.int16) - round(colour)) <= tolerance
-    left, top, right, bottom = 0, 0, gray.shape[1], gray.shape[0]
+def _fit_to_canvas_edges(near: np.ndarray, box: Box) -> Box:
+    """Move each side of ``box`` to where the canvas begins: outwards over lines that are not mostly
+    canvas-coloured (slice parts the colour split off), inwards over lines that are (leftover border).
+
+    ``near`` marks the canvas-coloured pixels; a line is canvas when ``PEEL_SHARE`` of it is.
+    """
+    height, width = near.shape
+    left, top, right, bottom = box
+
+    def canvas(line: np.ndarray) -> bool:
+        return line.size == 0 or line.mean() >= PEEL_SHARE
+
+    changed = True
+    while changed:
+        changed = False
+        if top > 0 and not canvas(near[top - 1, left:right]):
+            top, changed = top - 1, True
+        if bottom < height and not canvas(near[bottom, left:right]):
+            bottom, changed = bottom + 1, True
+        if left > 0 and not canvas(near[top:bottom, left - 1]):
+            left, changed = left - 1, True
+        if right < width and not canvas(near[top:bottom, right]):
+            right, changed = right + 1, True
     while right - left > 1 and bottom - top > 1:
-        if near[top, left:right].mean() >= PEEL_SHARE:
+        if canvas(near[top, left:right]):
             top += 1
-        elif near[bottom - 1, left:right].mean() >= PEEL_SHARE:
+        elif canvas(near[bottom - 1, left:right]):
             bottom -= 1
-        elif near[top:bottom, left].mean() >= PEEL_SHARE:
+        elif canvas(near[top:bottom, left]):
             left += 1
-        elif near[top:bottom, right - 1].mean() >= PEEL_SHARE:
+        elif canvas(near[top:bottom, right - 1]):
             right -= 1
         else:
             break
     return left, top, right, bottom
 
 
-def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: float) -> tuple[Box, int]:
+def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: float, keep: float) -> tuple[Box, int]:
     """One pass of step 1: the box of the picture inside a uniform bright border and its gray level.
 
     Returns the whole image and -1 when the border is not uniform, or dark (the body step
-    treats dark canvases as background), or nothing differs from it.
+    treats dark canvases as background), or nothing differs from it. The picture is looked for
+    at a reduced size, its edges then fitted at full size.
     """
     whole = (0, 0, gray.shape[1], gray.shape[0])
     ring = _ring(gray)
-    colour = float(np.median(ring))
+    colour = round(float(np.median(ring)))
     if colour <= threshold or np.mean(np.abs(ring - colour) <= tolerance) < UNIFORM_RING:
         return whole, -1
-    content = _open(np.abs(gray.astype(np.int16) - colour) > tolerance, _radius(gray.shape, opening))
-    box = _bbox(_components(content, keep=1.0))  # one picture: the largest
+    small, factor = _reduced(gray)
+    near = np.abs(small.astype(np.int16) - colour) <= tolerance
+    box = _bbox(_components(_open(~near, _radius(small.shape, opening)), keep, beside=False))
     if box is None:
         return whole, -1
-    left, top, right, bottom = box
-    pl, pt, pr, pb = _peel(gray[top:bottom, left:right], colour, tolerance)
-    box = (left + pl, top + pt, left + pr, top + pb)
-    return (whole, -1) if box == whole else (box, round(colour))
+    box = _fit_to_canvas_edges(np.abs(gray.astype(np.int16) - colour) <= tolerance, _scale(box, factor, gray.shape))
+    return (whole, -1) if box == whole else (box, colour)
 
 
 def body_angle(body: np.ndarray) -> float | None:
@@ -246,28 +265,13 @@ def find_slice(
 ) -> Framing:
     """The box of the CT slice's body in a grayscale ``uint8`` image (see the module docstring).
 
-    ``opening`` is a share of the image's shorter side. Images larger than ``WORK_SIDE`` are
-    searched at a reduced size (by a whole factor, so boxes map back to within that factor).
+    ``opening`` is a share of the searched picture's shorter side. Pictures larger than
+    ``WORK_SIDE`` are searched at a size reduced by a whole factor; the last search, around the
+    body, at a factor set by the body's own size, so a slice gives the same box in any canvas.
     """
     gray = np.asarray(gray)
     if gray.ndim != 2:
         raise ValueError(f"find_slice expects a 2-D grayscale array, got shape {gray.shape}")
-    params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
-    factor = -(-max(gray.shape) // WORK_SIDE)
-    if factor <= 1:
-        return _find(gray, **params)
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).reduce(factor))
-    found = _find(small, **params)
-    found.box, found.picture = (_scale(b, factor, gray.shape) for b in (found.box, found.picture))
-    return found
-
-
-def _scale(box: Box, factor: int, shape: tuple[int, ...]) -> Box:
-    left, top, right, bottom = box
-    return left * factor, top * factor, min(shape[1], right * factor), min(shape[0], bottom * factor)
-
-
-def _find(gray: np.ndarray, *, threshold: int, tolerance: float, opening: float, keep: float, level: float) -> Framing:
     height, width = gray.shape
     whole: Box = (0, 0, width, height)
     if min(height, width) < MIN_SIDE or int(gray.max()) == int(gray.min()):
@@ -276,7 +280,7 @@ def _find(gray: np.ndarray, *, threshold: int, tolerance: float, opening: float,
     view = gray
     canvases = []
     for _ in range(MAX_CANVAS_PASSES):
-        (l0, t0, r0, b0), colour = _strip_canvas(view, threshold, tolerance, opening)
+        (l0, t0, r0, b0), colour = _strip_canvas(view, threshold, tolerance, opening, keep)
         if colour < 0 or min(r0 - l0, b0 - t0) < MIN_SIDE:
             break
         canvases.append(colour)
@@ -284,23 +288,44 @@ def _find(gray: np.ndarray, *, threshold: int, tolerance: float, opening: float,
         view = view[t0:b0, l0:r0]
     picture = (left, top, left + view.shape[1], top + view.shape[0])
     result = Framing(picture, picture=picture, canvases=canvases)
-    body = _body(view, threshold, opening, keep, level)
-    if body.sum() < MIN_BODY_SHARE * view.size:
+    found = _body_box(view, threshold, opening, keep, level)
+    if found is None:
         if not canvases:  # inside a frame, the picture is the slice even when it holds no body of its own
             result.notes.append(NOTE_NO_BODY)
         logger.debug("no body in a %dx%d picture; using %s", view.shape[1], view.shape[0], result.box)
         return result
-    box = _bbox(body)
-    assert box is not None  # the body is not empty
-    # again around the body, so the level and the opening follow the slice, not the size of its canvas
-    bl, bt, br, bb = _grow(box, view.shape, REFINE_MARGIN)
-    body = _body(view[bt:bb, bl:br], threshold, opening, keep, level)
-    refined = _bbox(body)
-    if refined is not None:
-        box = (bl + refined[0], bt + refined[1], bl + refined[2], bt + refined[3])
-    result.box = (left + box[0], top + box[1], left + box[2], top + box[3])
+    # again around the body, so the scale, the level and the opening follow the slice, not its canvas
+    bl, bt, br, bb = _grow(found[0], view.shape, REFINE_MARGIN)
+    refined = _body_box(view[bt:bb, bl:br], threshold, opening, keep, level, min_share=0.0)
+    (l1, t1, r1, b1), body = refined if refined is not None else ((0, 0, br - bl, bb - bt), found[1])
+    result.box = (left + bl + l1, top + bt + t1, left + bl + r1, top + bt + b1)
     result.angle = body_angle(body)
     return result
+
+
+def _reduced(gray: np.ndarray) -> tuple[np.ndarray, int]:
+    """``gray`` reduced by the smallest whole factor that brings it within ``WORK_SIDE``, and the factor."""
+    factor = -(-max(gray.shape) // WORK_SIDE)
+    if factor <= 1:
+        return gray, 1
+    return np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).reduce(factor)), factor
+
+
+def _scale(box: Box, factor: int, shape: tuple[int, ...]) -> Box:
+    left, top, right, bottom = box
+    return left * factor, top * factor, min(shape[1], right * factor), min(shape[0], bottom * factor)
+
+
+def _body_box(
+    view: np.ndarray, threshold: int, opening: float, keep: float, level: float, min_share: float = MIN_BODY_SHARE
+) -> tuple[Box, np.ndarray] | None:
+    """The body's box in ``view`` (full-size coordinates) and its mask (reduced), or ``None``."""
+    small, factor = _reduced(view)
+    body = _body(small, threshold, opening, keep, level)
+    box = _bbox(body)
+    if box is None or body.sum() < min_share * body.size:
+        return None
+    return _scale(box, factor, view.shape), body
 
 
 def _grow(box: Box, shape: tuple[int, ...], share: float) -> Box:
