@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from lungdemo.decode import DEFAULT_MAX_PIXELS, DecodedInfo, decode_image
+from lungdemo.framing import frame_slice, slice_problems
 
-RESIZE_POLICIES = ("body_crop_pad", "pad", "squash")
+RESIZE_POLICIES = ("body_crop_pad", "slice_crop_pad", "pad", "squash")
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -42,6 +43,14 @@ class PreprocessConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     color_mode: str = "grayscale"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # slice_crop_pad only (see lungdemo.framing): canvas tolerance in gray levels, opening as a share of the
+    # image side, the area share of the largest component that still counts as body, the body level's share of
+    # the way from the background to Otsu's threshold, the largest tilt straightened (degrees)
+    slice_tolerance: int = 12
+    slice_opening: float = 0.01
+    slice_keep: float = 0.1
+    slice_level: float = 0.5
+    slice_deskew: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,6 +70,9 @@ class PreprocessConfig:
             )
         if any(s <= 0 for s in self.std):
             problems.append(f"std values must be positive, got {list(self.std)}")
+        problems += slice_problems(
+            self.slice_tolerance, self.slice_opening, self.slice_keep, self.slice_level, self.slice_deskew
+        )
         if problems:
             raise ValueError("invalid preprocessing config: " + "; ".join(problems))
 
@@ -105,11 +117,13 @@ def _pad_to_square(img: Image.Image) -> Image.Image:
     return canvas
 
 
-def canonical_image(gray: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+def canonical_image(gray: Image.Image, cfg: PreprocessConfig, notes: list[str] | None = None) -> Image.Image:
     """Frame a grayscale slice and resize it to ``cfg.image_size`` square (an "L" image).
 
     ``body_crop_pad`` crops to the body, then pads to a square with black: the dataset's splits
     are framed differently, and normalising the framing is what generalised best.
+    ``slice_crop_pad`` (:mod:`lungdemo.framing`) first finds the slice in a real upload (frames,
+    canvases, overlay text left out); its notes are appended to ``notes`` when given.
     """
     if gray.mode != "L":
         raise ValueError(f"canonical_image expects an 'L' image, got {gray.mode}")
@@ -117,6 +131,19 @@ def canonical_image(gray: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     if cfg.resize == "body_crop_pad":
         box = body_bbox(np.asarray(gray), cfg.body_threshold)
         gray = _pad_to_square(gray.crop(box))
+    elif cfg.resize == "slice_crop_pad":
+        gray, found = frame_slice(
+            gray,
+            threshold=cfg.body_threshold,
+            tolerance=cfg.slice_tolerance,
+            opening=cfg.slice_opening,
+            keep=cfg.slice_keep,
+            level=cfg.slice_level,
+            deskew=cfg.slice_deskew,
+        )
+        if notes is not None:
+            notes += found.notes
+        gray = _pad_to_square(gray)
     elif cfg.resize == "pad":
         gray = _pad_to_square(gray)
     return gray.resize((cfg.image_size, cfg.image_size), resample=resample)
@@ -129,7 +156,7 @@ def decode_canonical(source: bytes | str | Path, cfg: PreprocessConfig) -> tuple
     augments and/or calls :func:`normalize`.
     """
     gray, info = decode_image(source, cfg.max_pixels)
-    arr = np.asarray(canonical_image(gray, cfg), dtype=np.uint8)
+    arr = np.asarray(canonical_image(gray, cfg, info.notes), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).unsqueeze(0), info
 
 

@@ -109,10 +109,14 @@ def test_the_shipped_training_args_read_back() -> None:
         stored["patience"],
     )
     assert cfg.device == "cpu"  # recorded before --device existed: it ran on the CPU
+    added_later = {k: v for k, v in AugmentConfig().to_dict().items() if k not in stored and k != "rotate_deg"}
+    switches = ("window", "downscale_prob", "noise", "jpeg_prob")  # augmentations added since: off by default
+    assert set(switches) <= added_later.keys() and not any(added_later[k] for k in switches)
     assert cfg.to_json() == {
         **{k: v for k, v in stored.items() if k != "rotate"},
         "rotate_deg": stored["rotate"],
         "device": "cpu",
+        **added_later,
     }
 
 

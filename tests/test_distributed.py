@@ -20,7 +20,7 @@ from lungdemo.model import LungAlexNet
 from lungdemo.preprocessing import PreprocessConfig
 from tests.conftest import free_port
 from tests.training_helpers import fake_dataset, small_args
-from train.augment import AugmentConfig, apply_augment, augment_batch, draw_augment
+from train.augment import AugmentConfig, apply_params, augment_batch, sample_params
 from train.data import CLASS_NAMES
 from train.distributed import (
     DistContext,
@@ -107,11 +107,11 @@ def test_augmenting_a_shard_gives_those_rows_of_the_batch() -> None:
     images = torch.randint(0, 256, (6, 1, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     cfg = AugmentConfig()
     whole = augment_batch(images, cfg, torch.Generator().manual_seed(5))
-    draw = draw_augment(len(images), cfg, torch.Generator().manual_seed(5))
-    assert torch.equal(apply_augment(images, draw), whole)
+    draw = sample_params(len(images), cfg, torch.Generator().manual_seed(5), shape=tuple(images.shape))
+    assert torch.equal(apply_params(images, draw), whole)
     for rank in range(WORLD):
         mine = torch.arange(len(images))[rank::WORLD]
-        assert torch.equal(apply_augment(images[mine], draw.rows(mine)), whole[mine])
+        assert torch.equal(apply_params(images[mine], draw.rows(mine)), whole[mine])
 
 
 def tiny_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor, nn.CrossEntropyLoss]:

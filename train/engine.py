@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from lungdemo.device import Precision, batch_to_device, float32_matmul
 from lungdemo.preprocessing import PreprocessConfig, normalize
-from train.augment import AugmentConfig, apply_augment, augment_batch, draw_augment
+from train.augment import AugmentConfig, apply_params, augment_batch, sample_params
 from train.distributed import (
     DistContext,
     all_sum,
@@ -183,11 +183,11 @@ def _shard_step(
     if not isinstance(criterion, nn.CrossEntropyLoss):
         raise TypeError(f"several processes need an nn.CrossEntropyLoss criterion, got {type(criterion).__name__}")
     device = ctx.device
-    draw = draw_augment(len(idx), cfg.augment, gen)
+    draw = sample_params(len(idx), cfg.augment, gen, shape=(len(idx), *images.shape[1:]))
     mine = shard(torch.arange(len(idx)), ctx)
 
     def inputs(rows: torch.Tensor) -> torch.Tensor:
-        canon = apply_augment(images[idx[rows]].to(device), draw.rows(rows))
+        canon = apply_params(images[idx[rows]].to(device), draw.rows(rows).to(device))
         return batch_to_device(normalize(canon, cfg.pre), device)
 
     y = labels[idx].to(device)

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from lungdemo.decode import ImageDecodeError, decode_image
+from lungdemo.errors import report_error
 from lungdemo.loading import ModelLoadError, load_model_folder
 from lungdemo.ood import ORIENTATION_CLASSES, TRANSFORM_CLASS, TRANSFORMS, UPRIGHT, OODCheck
 from lungdemo.ood_backbone import (
@@ -278,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate_check(predictor, [s.path for s in splits["test"]], build_corpus(args.data_dir))
             print(format_evaluation(result))
     except (ModelLoadError, DatasetError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     return 0
 
 

@@ -1,0 +1,124 @@
+"""train.robustness: the suite runs through the app's path and reports what it measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from lungdemo.decode import decode_image
+from lungdemo.folder import write_model_folder
+from lungdemo.model import LungAlexNet
+from lungdemo.predictor import Predictor
+from lungdemo.preprocessing import PreprocessConfig
+from tests.conftest import TEST_CLASSES, fake_metrics
+from train import robustness
+from train.data import scan_dataset
+from train.perturb import SUITES, apply
+
+FOLDERS = {"adenocarcinoma": 0, "large.cell.carcinoma": 1, "normal": 2, "squamous.cell.carcinoma": 3}
+
+
+def tiny_dataset(root: Path, per_class: int = 2) -> Path:
+    """test/<class>/*.png: ellipses whose size depends on the class, a few per class."""
+    for name, label in FOLDERS.items():
+        folder = root / "test" / name
+        folder.mkdir(parents=True)
+        for k in range(per_class):
+            img = Image.new("L", (120, 90), 0)
+            r = 20 + 8 * label + 2 * k
+            ImageDraw.Draw(img).ellipse([60 - r, 45 - r * 0.7, 60 + r, 45 + r * 0.7], fill=90 + 30 * label)
+            img.save(folder / f"{k}.png")
+    return root
+
+
+def model_folder(path: Path, resize: str = "slice_crop_pad") -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    cfg = PreprocessConfig(image_size=64, resize=resize)
+    model = LungAlexNet(class_names=list(TEST_CLASSES), hidden=16, preprocessing=cfg.to_dict()).eval()
+    return write_model_folder(model, path, json_files={"metrics.json": fake_metrics()})
+
+
+def test_cli_writes_a_report_with_clean_rows_and_worst(tmp_path: Path, capsys) -> None:
+    data = tiny_dataset(tmp_path / "data")
+    out = tmp_path / "robustness.json"
+    argv = ["--model", str(model_folder(tmp_path / "model")), "--data-dir", str(data)]
+    only = ["--only", "jpeg q75", "--only", "frame white 5%", "--only", "frame white 20%"]
+    assert robustness.main([*argv, *only, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["suite"] == "dev" and report["n"] == 8
+    assert report["preprocessing"]["resize"] == "slice_crop_pad"
+    names = [r["name"] for r in report["perturbations"]]
+    assert names == ["frame white 5%", "frame white 20%", "jpeg q75"]
+    clean = report["clean"]["macro_f1"]
+    for row in report["perturbations"]:
+        assert row["drop_macro_f1"] == pytest.approx(clean - row["macro_f1"])
+        assert 0 <= row["agreement_with_clean"] <= 1 and set(row["recall"]) == set(TEST_CLASSES)
+    worst = min(report["perturbations"], key=lambda r: r["macro_f1"])
+    assert report["worst"]["name"] == worst["name"]
+    assert report["failing"] == [r["name"] for r in report["perturbations"] if r["drop_macro_f1"] > 0.03]
+    assert report["passed"] == (not report["failing"])
+    ci = report["clean"]["intervals"]["macro_f1"]
+    assert ci["low"] <= clean <= ci["high"]
+    assert "worst:" in capsys.readouterr().out
+
+
+def test_predictions_are_those_of_predictor_predict_on_the_perturbed_file(tmp_path: Path) -> None:
+    """The batch path of the suite gives what the app gives for the same uploaded bytes."""
+    data = tiny_dataset(tmp_path / "data", per_class=1)
+    predictor = Predictor.from_ref(model_folder(tmp_path / "model"))
+    samples = scan_dataset(data, ("test",))["test"]
+    originals = [s.path.read_bytes() for s in samples]
+    p = next(p for p in SUITES["dev"].perturbations if p.kind == "canvas")
+    _, preds = robustness.evaluate_perturbation(predictor, originals, [s.label for s in samples], p, seed=5)
+    for i, data_bytes in enumerate(originals):
+        upload = apply(p, decode_image(data_bytes)[0], 5 + i)
+        app = predictor.predict(upload).probabilities
+        assert preds[i] == TEST_CLASSES.index(max(app, key=app.__getitem__))
+
+
+def test_slice_crop_pad_undoes_a_white_frame_where_body_crop_pad_does_not(tmp_path: Path) -> None:
+    """What the model sees of a framed upload: the clean slice again, or the frame shrunk into it."""
+    data = tiny_dataset(tmp_path / "data", per_class=1)
+    originals = [s.path.read_bytes() for s in scan_dataset(data, ("test",))["test"]]
+    frame = next(p for p in SUITES["dev"].perturbations if p.name == "frame white 20%")
+    for resize, close in (("slice_crop_pad", True), ("body_crop_pad", False)):
+        cfg = PreprocessConfig(image_size=64, resize=resize)
+        for i in range(len(originals)):
+            clean, _ = robustness.canonical_of(originals, cfg, robustness.CLEAN, i, 0)
+            framed, missed = robustness.canonical_of(originals, cfg, frame, i, 0)
+            diff = (framed.int() - clean.int()).abs().float().mean().item()
+            assert (diff < 1.0) == close and not missed
+
+
+def test_limit_per_class_and_select() -> None:
+    samples = [type("S", (), {"label": lab})() for lab in [0, 0, 0, 1, 2, 2]]
+    assert [s.label for s in robustness.limit_per_class(samples, 2)] == [0, 0, 1, 2, 2]
+    assert robustness.limit_per_class(samples, None) == samples
+    assert len(robustness.select("all", [])) == sum(len(s.perturbations) for s in SUITES.values())
+    assert {p.kind for p in robustness.select("holdout", ["jpeg"])} == {"jpeg", "combo"}
+
+
+def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, capsys) -> None:
+    folder = str(model_folder(tmp_path / "model"))
+    assert robustness.main(["--model", folder, "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
+    data = str(tiny_dataset(tmp_path / "data", per_class=1))
+    assert robustness.main(["--model", folder, "--data-dir", data, "--only", "no such thing"]) == 2
+    assert "no perturbation" in capsys.readouterr().err
+    assert robustness.main(["--model", str(tmp_path / "nope"), "--data-dir", data]) == 2
+
+
+@pytest.mark.integration
+def test_shipped_model_on_a_few_real_slices(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    argv = ["--model", "lungdemo/shipped_model", "--data-dir", str(data_dir), "--limit", "3", "--out", str(out)]
+    assert robustness.main([*argv, "--only", "jpeg q75"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 12 and report["preprocessing"]["resize"] == "body_crop_pad"
+    assert np.isfinite(report["worst"]["macro_f1"])

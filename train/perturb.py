@@ -1,0 +1,394 @@
+"""Perturbations that turn dataset slices into what people actually upload.
+
+Each :class:`Perturbation` is a short list of steps applied to a decoded slice (an RGB PIL image)
+and the file format it is saved in. The kinds, each at several strengths:
+
+* ``frame``: uniform borders of a colour and width (exported figures, light or coloured frames),
+  nested frames, asymmetric margins;
+* ``figure``: a white figure page with a caption and a panel letter;
+* ``canvas``: a viewer screenshot: the slice on a dark canvas with overlay text, rulers,
+  orientation letters and an arrow (drawn with :mod:`PIL.ImageDraw`);
+* ``jpeg``, ``downscale``, ``gamma``, ``window``, ``rotate``, ``noise``: export settings and
+  handling that framing cannot undo;
+* combinations of the above.
+
+:data:`SUITES` holds two suites with different colours, widths, canvases and strengths: ``dev``
+(used while the framing was tuned) and ``holdout`` (run only once the framing was fixed), so the
+second one is an honest check of the *kind* of input, not of exact settings.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+Colour = tuple[int, int, int]
+Step = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """A named list of steps and the format the result is saved in (``png`` or ``jpeg``)."""
+
+    name: str
+    kind: str
+    steps: tuple[Step, ...] = ()
+    fmt: str = "png"
+    quality: int = 95
+    note: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "steps": [[op, dict(kw)] for op, kw in self.steps],
+            "format": self.fmt,
+            **({"quality": self.quality} if self.fmt == "jpeg" else {}),
+        }
+
+
+def _rgb(colour: int | Colour) -> Colour:
+    return (colour, colour, colour) if isinstance(colour, int) else tuple(colour)  # type: ignore[return-value]
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=max(6, int(size)))
+
+
+def frame(
+    img: Image.Image,
+    rng: np.random.Generator,
+    *,
+    colour: int | Colour,
+    width: float,
+    sides: tuple[float, float, float, float] = (1, 1, 1, 1),
+) -> Image.Image:
+    """A uniform border ``width`` x the longer side wide (per side times ``sides``: left, top, right, bottom)."""
+    w = width * max(img.size)
+    left, top, right, bottom = (round(w * s) for s in sides)
+    out = Image.new("RGB", (img.width + left + right, img.height + top + bottom), _rgb(colour))
+    out.paste(img, (left, top))
+    return out
+
+
+def figure(
+    img: Image.Image,
+    rng: np.random.Generator,
+    *,
+    colour: int | Colour = 255,
+    margin: float = 0.08,
+    caption_lines: int = 1,
+    text_colour: int | Colour = 0,
+) -> Image.Image:
+    """A figure page: margins, a panel letter above the slice and a caption below it."""
+    side = max(img.size)
+    m = round(margin * side)
+    font_size = max(8, side // 28)
+    cap_h = caption_lines * round(font_size * 1.4) + m
+    out = Image.new("RGB", (img.width + 2 * m, img.height + 2 * m + cap_h), _rgb(colour))
+    out.paste(img, (m, m + font_size))
+    draw = ImageDraw.Draw(out)
+    draw.text((max(1, m // 4), max(1, m // 4)), "A", fill=_rgb(text_colour), font=_font(font_size * 1.3))
+    words = ["Figure", "1.", "Axial", "chest", "CT", "slice", "showing", "a", "lesion", "in", "the", "lobe", "(arrow)."]
+    for line in range(caption_lines):
+        text = " ".join(rng.permutation(words)[: 6 + line])
+        draw.text(
+            (m, m + font_size + img.height + m // 2 + line * round(font_size * 1.4)),
+            text,
+            fill=_rgb(text_colour),
+            font=_font(font_size),
+        )
+    return out
+
+
+def canvas(
+    img: Image.Image,
+    rng: np.random.Generator,
+    *,
+    background: int | Colour = 0,
+    fill: float = 0.8,
+    aspect: float = 4 / 3,
+    offset: tuple[float, float] = (0.5, 0.5),
+    text_colour: int | Colour = 220,
+    ruler: str = "right",
+    letters: bool = True,
+    arrow: bool = False,
+    colourbar: bool = False,
+    toolbar: int | Colour | None = None,
+    sidebar: int | Colour | None = None,
+) -> Image.Image:
+    """A viewer screenshot: the slice ``fill`` x the canvas height, overlay text in the corners,
+    a ruler with ticks, orientation letters, optionally an arrow that touches the body,
+    a grey-scale colour bar, a light toolbar strip along the top and a panel of buttons on the left."""
+    ch = round(img.height / fill)
+    cw = max(round(ch * aspect), img.width + 8)
+    panel = round(cw / 5) if sidebar is not None else 0
+    cw += panel
+    out = Image.new("RGB", (cw, ch), _rgb(background))
+    x0 = panel + round((cw - panel - img.width) * offset[0])
+    y0 = round((ch - img.height) * offset[1])
+    out.paste(img, (x0, y0))
+    draw = ImageDraw.Draw(out)
+    fs = max(7, ch // 32)
+    font, tc = _font(fs), _rgb(text_colour)
+    study = int(rng.integers(1000, 9999))
+    corners = [
+        ["ANON^PATIENT", f"ID {study}", "F 63Y"],
+        [f"Se: {int(rng.integers(2, 9))}", f"Im: {int(rng.integers(10, 300))}", "Ax 1.25mm"],
+        ["W: 1500 L: -600", "kVp 120  mA 210", "Zoom 1.00"],
+        ["2019-03-14", "LUNG", f"{int(rng.integers(1, 99))}%"],
+    ]
+    pad, lh = max(2, fs // 3), round(fs * 1.25)
+    for i, lines in enumerate(corners):
+        for j, line in enumerate(lines):
+            right, bottom = i in (1, 3), i in (2, 3)
+            tw = draw.textlength(line, font=font)
+            x = cw - pad - tw if right else pad
+            y = ch - pad - (len(lines) - j) * lh if bottom else pad + j * lh
+            draw.text((x, y), line, fill=tc, font=font)
+    if ruler != "none":
+        length, tick = ch // 2, max(3, fs // 2)
+        x = cw - 3 * pad - tick if ruler == "right" else 3 * pad + tick
+        y1 = (ch - length) // 2
+        draw.line([(x, y1), (x, y1 + length)], fill=tc, width=1)
+        for k in range(11):
+            yy = y1 + k * length // 10
+            t = tick if k % 5 == 0 else tick // 2
+            draw.line([(x, yy), (x - t if ruler == "right" else x + t, yy)], fill=tc, width=1)
+    if letters:
+        for text, (px, py) in {"A": (0.5, 0.0), "P": (0.5, 1.0), "R": (0.0, 0.5), "L": (1.0, 0.5)}.items():
+            tw = draw.textlength(text, font=font)
+            draw.text(
+                (min(max(pad, px * cw - tw / 2), cw - pad - tw), min(max(pad, py * ch - fs / 2), ch - pad - fs)),
+                text,
+                fill=tc,
+                font=font,
+            )
+    if arrow:
+        tip = (x0 + img.width * 0.2, y0 + img.height * 0.45)
+        tail = (max(pad, tip[0] - cw * 0.15), tip[1] - ch * 0.2)
+        draw.line([tail, tip], fill=_rgb((255, 220, 0)), width=max(1, fs // 6))
+        draw.polygon(
+            [tip, (tip[0] - fs * 0.7, tip[1] - fs * 0.2), (tip[0] - fs * 0.3, tip[1] - fs * 0.7)],
+            fill=_rgb((255, 220, 0)),
+        )
+    if colourbar:
+        bw, bh = max(4, fs // 2), ch // 3
+        bx, by = cw - 6 * pad - bw - fs, ch - bh - 3 * lh
+        for k in range(bh):
+            v = round(255 * (1 - k / max(1, bh - 1)))
+            draw.line([(bx, by + k), (bx + bw, by + k)], fill=(v, v, v))
+    if toolbar is not None:
+        th = max(12, ch // 14)
+        draw.rectangle([0, 0, cw, th], fill=_rgb(toolbar))
+        for k in range(6):
+            draw.rectangle([pad + k * th * 1.3, 2, pad + k * th * 1.3 + th - 4, th - 3], outline=(90, 90, 90))
+    if sidebar is not None:
+        draw.rectangle([0, 0, panel, ch], fill=_rgb(sidebar))
+        for k in range(8):
+            y = pad + k * 2 * lh
+            draw.rectangle([pad, y, panel - pad, y + lh], outline=(70, 70, 70))
+            draw.text((2 * pad, y + 1), f"Tool {k + 1}", fill=(30, 30, 30), font=font)
+    return out
+
+
+def jpeg(img: Image.Image, rng: np.random.Generator, *, quality: int) -> Image.Image:
+    """Re-encode as JPEG at ``quality`` (a step, so later steps can follow)."""
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def downscale(img: Image.Image, rng: np.random.Generator, *, factor: float, back: bool = False) -> Image.Image:
+    """Resize by ``factor`` (antialiased); with ``back``, up again to the original size (a blurred copy)."""
+    size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
+    small = img.resize(size, Image.Resampling.BILINEAR)
+    return small.resize(img.size, Image.Resampling.BICUBIC) if back else small
+
+
+def _lut(img: Image.Image, fn: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+    table = np.clip(np.rint(fn(np.arange(256, dtype=np.float64))), 0, 255).astype(np.uint8)
+    return img.point(list(table) * len(img.getbands()))
+
+
+def gamma(img: Image.Image, rng: np.random.Generator, *, g: float) -> Image.Image:
+    """``255 * (v / 255) ** g``: g < 1 is brighter (another export setting)."""
+    return _lut(img, lambda v: 255.0 * (v / 255.0) ** g)
+
+
+def window(
+    img: Image.Image, rng: np.random.Generator, *, lo: float, hi: float, out_lo: float = 0, out_hi: float = 255
+) -> Image.Image:
+    """A linear window: ``lo..hi`` mapped onto ``out_lo..out_hi``, clipped (another CT window or level)."""
+    return _lut(img, lambda v: out_lo + (v - lo) * (out_hi - out_lo) / (hi - lo))
+
+
+def rotate(img: Image.Image, rng: np.random.Generator, *, degrees: float, fill: int | Colour = 0) -> Image.Image:
+    """Rotate counter-clockwise by ``degrees``, the image grown to keep the corners."""
+    return img.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=_rgb(fill))
+
+
+def noise(img: Image.Image, rng: np.random.Generator, *, sigma: float) -> Image.Image:
+    """Gaussian noise of ``sigma`` gray levels, the same on the three channels."""
+    arr = np.asarray(img, dtype=np.float64)
+    arr = arr + rng.normal(0.0, sigma, arr.shape[:2])[..., None]
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
+
+
+OPS: dict[str, Callable[..., Image.Image]] = {
+    f.__name__: f for f in (frame, figure, canvas, jpeg, downscale, gamma, window, rotate, noise)
+}
+
+
+def apply(p: Perturbation, img: Image.Image, seed: int = 0) -> bytes:
+    """The file an uploader would send: ``img`` perturbed by ``p`` and encoded; deterministic for ``seed``."""
+    rng = np.random.default_rng(seed)
+    out = img.convert("RGB")
+    for op, kwargs in p.steps:
+        out = OPS[op](out, rng, **kwargs)
+    buf = io.BytesIO()
+    if p.fmt == "jpeg":
+        out.save(buf, "JPEG", quality=p.quality)
+    else:
+        out.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _p(name: str, kind: str, *steps: Step, fmt: str = "png", quality: int = 95) -> Perturbation:
+    return Perturbation(name, kind, tuple(steps), fmt, quality)
+
+
+def _s(op: str, **kw: Any) -> Step:
+    return (op, kw)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    perturbations: tuple[Perturbation, ...] = field(default_factory=tuple)
+    description: str = ""
+
+
+DEV = Suite(
+    "dev",
+    (
+        _p("frame white 5%", "frame", _s("frame", colour=255, width=0.05)),
+        _p("frame white 20%", "frame", _s("frame", colour=255, width=0.2)),
+        _p("frame light gray 10%", "frame", _s("frame", colour=210, width=0.1)),
+        _p("frame mid gray 10%", "frame", _s("frame", colour=128, width=0.1)),
+        _p("frame blue 15%", "frame", _s("frame", colour=(40, 70, 170), width=0.15)),
+        _p("frame nested white+black", "frame", _s("frame", colour=0, width=0.02), _s("frame", colour=255, width=0.08)),
+        _p("figure white, caption", "figure", _s("figure", margin=0.08, caption_lines=1)),
+        _p("canvas black, text+ruler", "canvas", _s("canvas", background=0, fill=0.8)),
+        _p("canvas gray 30, text", "canvas", _s("canvas", background=30, fill=0.75, offset=(0.4, 0.5))),
+        _p(
+            "canvas black, small slice, arrow",
+            "canvas",
+            _s("canvas", background=0, fill=0.55, arrow=True, ruler="left"),
+        ),
+        _p("canvas beside a light side panel", "canvas", _s("canvas", background=5, fill=0.75, sidebar=200)),
+        _p("jpeg q75", "jpeg", fmt="jpeg", quality=75),
+        _p("jpeg q50", "jpeg", fmt="jpeg", quality=50),
+        _p("jpeg q30", "jpeg", fmt="jpeg", quality=30),
+        _p("downscale 1/2", "downscale", _s("downscale", factor=0.5)),
+        _p("downscale 1/3", "downscale", _s("downscale", factor=1 / 3)),
+        _p("gamma 0.7 (brighter)", "gamma", _s("gamma", g=0.7)),
+        _p("gamma 1.4 (darker)", "gamma", _s("gamma", g=1.4)),
+        _p("window narrower 20..220", "window", _s("window", lo=20, hi=220)),
+        _p("window flatter 0..255 -> 20..210", "window", _s("window", lo=0, hi=255, out_lo=20, out_hi=210)),
+        _p("rotate +4", "rotate", _s("rotate", degrees=4)),
+        _p("rotate -8", "rotate", _s("rotate", degrees=-8)),
+        _p("noise sigma 6", "noise", _s("noise", sigma=6)),
+        _p("canvas black + jpeg q70", "combo", _s("canvas", background=0, fill=0.8), fmt="jpeg", quality=70),
+        _p(
+            "frame white 10% + downscale 1/2 + jpeg q80",
+            "combo",
+            _s("frame", colour=255, width=0.1),
+            _s("downscale", factor=0.5),
+            fmt="jpeg",
+            quality=80,
+        ),
+        _p("gamma 0.8 + rotate +3", "combo", _s("gamma", g=0.8), _s("rotate", degrees=3)),
+    ),
+    "tuning suite: the framing was developed against these",
+)
+
+HOLDOUT = Suite(
+    "holdout",
+    (
+        _p("frame cream 12%", "frame", _s("frame", colour=(245, 240, 225), width=0.12)),
+        _p("frame dark gray 7%", "frame", _s("frame", colour=60, width=0.07)),
+        _p("frame red 25%", "frame", _s("frame", colour=(180, 30, 30), width=0.25)),
+        _p("frame green 3%", "frame", _s("frame", colour=(60, 160, 80), width=0.03)),
+        _p("frame white 35%", "frame", _s("frame", colour=255, width=0.35)),
+        _p("frame asymmetric gray 190", "frame", _s("frame", colour=190, width=0.05, sides=(6, 1, 0.5, 3))),
+        _p(
+            "frame nested gray+white+gray",
+            "frame",
+            _s("frame", colour=90, width=0.015),
+            _s("frame", colour=250, width=0.06),
+            _s("frame", colour=160, width=0.04),
+        ),
+        _p(
+            "figure gray 235, two-line caption",
+            "figure",
+            _s("figure", colour=235, margin=0.05, caption_lines=2, text_colour=40),
+        ),
+        _p(
+            "canvas navy, yellow text, left ruler",
+            "canvas",
+            _s("canvas", background=(10, 15, 35), fill=0.7, text_colour=(240, 220, 60), ruler="left"),
+        ),
+        _p(
+            "canvas gray 45, colour bar",
+            "canvas",
+            _s("canvas", background=45, fill=0.6, offset=(0.3, 0.6), colourbar=True, text_colour=255),
+        ),
+        _p(
+            "canvas black, green text, arrow, 16:9",
+            "canvas",
+            _s("canvas", background=0, fill=0.9, aspect=16 / 9, text_colour=(80, 230, 80), arrow=True),
+        ),
+        _p("canvas under a light toolbar", "canvas", _s("canvas", background=12, fill=0.7, toolbar=225, ruler="none")),
+        _p("jpeg q60", "jpeg", fmt="jpeg", quality=60),
+        _p("jpeg q40", "jpeg", fmt="jpeg", quality=40),
+        _p("jpeg q20", "jpeg", fmt="jpeg", quality=20),
+        _p("downscale 0.6", "downscale", _s("downscale", factor=0.6)),
+        _p("downscale 0.4", "downscale", _s("downscale", factor=0.4)),
+        _p("downscale 1/2 and back (blur)", "downscale", _s("downscale", factor=0.5, back=True)),
+        _p("gamma 0.6", "gamma", _s("gamma", g=0.6)),
+        _p("gamma 0.85", "gamma", _s("gamma", g=0.85)),
+        _p("gamma 1.25", "gamma", _s("gamma", g=1.25)),
+        _p("window 10..200", "window", _s("window", lo=10, hi=200)),
+        _p("window level up 0..255 -> 30..255", "window", _s("window", lo=0, hi=255, out_lo=30, out_hi=255)),
+        _p("rotate +2", "rotate", _s("rotate", degrees=2)),
+        _p("rotate -5", "rotate", _s("rotate", degrees=-5)),
+        _p("rotate +10 on white", "rotate", _s("rotate", degrees=10, fill=255)),
+        _p("noise sigma 10", "noise", _s("noise", sigma=10)),
+        _p(
+            "canvas gray 45 + downscale 0.6 + jpeg q60",
+            "combo",
+            _s("canvas", background=45, fill=0.6, offset=(0.3, 0.6), colourbar=True),
+            _s("downscale", factor=0.6),
+            fmt="jpeg",
+            quality=60,
+        ),
+        _p(
+            "frame cream 12% + gamma 0.85 + jpeg q50",
+            "combo",
+            _s("frame", colour=(245, 240, 225), width=0.12),
+            _s("gamma", g=0.85),
+            fmt="jpeg",
+            quality=50,
+        ),
+        _p("rotate -3 + noise 4 + figure", "combo", _s("rotate", degrees=-3), _s("noise", sigma=4), _s("figure")),
+    ),
+    "independent check: other colours, widths, canvases and strengths, not run while tuning",
+)
+
+SUITES: dict[str, Suite] = {s.name: s for s in (DEV, HOLDOUT)}
