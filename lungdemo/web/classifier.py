@@ -16,7 +16,7 @@ from lungdemo.batching import BatchedPredictor
 from lungdemo.decode import ImageDecodeError, decode_image
 from lungdemo.gradcam import explain_canonical, explain_source
 from lungdemo.ood import WARNING_START
-from lungdemo.predictor import Predictor
+from lungdemo.predictor import Prediction, Predictor
 from lungdemo.web.lifecycle import OutputFiles, Upload, UploadJanitor, read_upload, upload_name, upload_payload
 from lungdemo.web.recent import Decoded, RecentUploads
 
@@ -145,6 +145,10 @@ class Classifier:
         upload = upload_payload(image)
         if upload is None:
             return None
+        return self._predict(upload).probabilities
+
+    def _predict(self, upload: str | bytes) -> Prediction:
+        """Read, classify and check one upload; remember what was decoded for the page's follow-ups."""
         data = read_upload(upload, self.janitor)
         try:
             prediction, canonical = self.batched.predict_with_input(data)
@@ -156,7 +160,7 @@ class Classifier:
             raise gr.Error(INTERNAL_ERROR.format("classify this file"), print_exception=False) from exc
         if isinstance(upload, str):
             self.recent.put(upload, Decoded(data, canonical, tuple(prediction.notes)))
-        return prediction.probabilities
+        return prediction
 
     def classify_json(self, image: Upload) -> dict[str, Any]:
         """Classify one slice and say whether it looks like one: probabilities, top class, check, notes.
@@ -167,12 +171,7 @@ class Classifier:
         upload = upload_payload(image)
         if upload is None:
             raise gr.Error("No file: send one image or DICOM file.", print_exception=False)
-        data = read_upload(upload, self.janitor)
-        try:
-            prediction, _ = self.batched.predict_with_input(data)
-        except ImageDecodeError as exc:
-            logger.info("rejected upload (%d bytes): %s", len(data), exc)
-            raise cannot_read(exc) from exc
+        prediction = self._predict(upload)
         return {
             "probabilities": prediction.probabilities,
             "top_class": prediction.top_class,
