@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 from lungdemo.folder import write_model_folder
 from lungdemo.loading import SHIPPED_MODEL_DIR, load_model, load_model_folder
 from lungdemo.model import LungAlexNet
+from lungdemo.ood import OOD_FILES
+from lungdemo.predictor import Predictor
 from tests.conftest import fake_metrics, make_model
 from tests.training_helpers import error_line, fake_dataset, mirror_subset
 from train import export as export_mod
@@ -138,3 +140,6 @@ def test_exporting_the_shipped_model_on_real_slices(data_dir: Path, tmp_path: Pa
         assert again[key] == fresh[key], key
     assert again["test"]["n"] == 24
     assert json.loads((tmp_path / "dst" / "config.json").read_text())["class_names"] == list(CLASS_NAMES)
+    for name in OOD_FILES:  # the shipped check travels with the exported weights, byte for byte
+        assert (tmp_path / "dst" / name).read_bytes() == (SHIPPED_MODEL_DIR / name).read_bytes()
+    assert Predictor.from_ref(tmp_path / "dst").ood is not None

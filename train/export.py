@@ -22,6 +22,7 @@ from pathlib import Path
 from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import METRICS_NAME, load_model_folder, write_model_folder
 from lungdemo.model import WEIGHTS_DTYPES, LungAlexNet
+from lungdemo.ood import OOD_FILES
 from train.card import render_model_card
 from train.config import TRAINING_ARGS_NAME
 from train.data import DEFAULT_CACHE_DIR, load_images, scan_dataset
@@ -82,8 +83,9 @@ def export(
             json_files[name] = json.loads((src / name).read_text())
     if TRAINING_ARGS_NAME in json_files:
         json_files[TRAINING_ARGS_NAME]["export_command"] = command
-    pngs = {p.name: p for p in src.glob("*.png")}
-    write_model_folder(exported, dst, json_files=json_files, extra_files=pngs, card=render_model_card)
+    extra = {p.name: p for p in src.glob("*.png")}
+    extra |= {name: src / name for name in OOD_FILES if (src / name).is_file()}  # the check travels with the model
+    write_model_folder(exported, dst, json_files=json_files, extra_files=extra, card=render_model_card)
     return metrics["export"]
 
 
