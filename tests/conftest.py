@@ -27,6 +27,8 @@ DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "che
 TEST_CLASSES = ["adenocarcinoma", "large_cell_carcinoma", "normal", "squamous_cell_carcinoma"]
 INITIAL_TORCH_THREADS = torch.get_num_threads()
 
+pytest_plugins = ["tests.ood_helpers"]  # the fitted check's fixtures, for the check's test modules
+
 
 @pytest.fixture(autouse=True)
 def restore_torch_threads() -> Iterator[None]:
