@@ -130,14 +130,29 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.needs_scaler)
 
 
-def choose_precision(device: torch.device, *, mixed: bool = True, bf16_supported: bool | None = None) -> Precision:
-    """bfloat16 autocast on a CUDA GPU that has it, float16 (with a scaler) on one that does not,
-    float32 everywhere else (CPU and MPS: the CPU path stays exactly today's).
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "float32", "bfloat16")
+"""What ``--precision`` takes: ``auto`` is the device's default (below)."""
 
-    ``bf16_supported`` defaults to asking torch; passing it lets the choice be tested anywhere.
+
+def choose_precision(
+    device: torch.device, *, mixed: bool = True, bf16_supported: bool | None = None, requested: str = "auto"
+) -> Precision:
+    """The training step's arithmetic for ``requested`` (``auto``, ``float32`` or ``bfloat16``).
+
+    ``auto``: bfloat16 autocast on a CUDA GPU that has it, float16 (with a scaler) on one that
+    does not, float32 everywhere else (CPU and MPS: the CPU path stays exactly today's).
+    ``bfloat16`` asks for bfloat16 autocast on any device: on a CPU with AVX512-BF16 it makes
+    a distillation step about three times faster (weights stay float32). ``bf16_supported``
+    defaults to asking torch; passing it lets the choice be tested anywhere.
     """
-    if not mixed or device.type != "cuda":
+    if requested not in PRECISION_CHOICES:
+        raise DeviceError(f"{requested!r} is not a precision: use {', '.join(PRECISION_CHOICES)}")
+    if requested == "float32" or (requested == "auto" and (not mixed or device.type != "cuda")):
         return Precision(device.type)
+    if requested == "bfloat16":
+        if device.type == "cuda" and not (torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported):
+            raise DeviceError("--precision bfloat16: this GPU has no bfloat16; use auto (float16) or float32")
+        return Precision(device.type, torch.bfloat16)
     if bf16_supported is None:
         bf16_supported = torch.cuda.is_bf16_supported()
     return Precision("cuda", torch.bfloat16 if bf16_supported else torch.float16)

@@ -19,6 +19,7 @@ import torch
 
 from lungdemo.calibration import reliability
 from lungdemo.folder import write_model_folder
+from lungdemo.intervals import bootstrap_intervals
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet
 from lungdemo.preprocessing import PreprocessConfig
@@ -75,6 +76,8 @@ def fake_metrics(seed: int = 0) -> dict:
 
     m["calibration"] = calibration(logits, y_true)
     m_lf["calibration"] = calibration(logits[:40], y_true[:40])
+    m["intervals"] = bootstrap_intervals(y_true, y_pred, TEST_CLASSES, n_resamples=500)
+    m_lf["intervals"] = bootstrap_intervals(y_true[:40], y_pred[:40], TEST_CLASSES, n_resamples=500)
     return {"class_names": TEST_CLASSES, "best_epoch": 1, "validation": m, "test": m, "test_leakage_free": m_lf}
 
 

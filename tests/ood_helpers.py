@@ -11,7 +11,7 @@ import torch
 from lungdemo.ood import OODCheck
 from lungdemo.ood_backbone import BackboneSpec, Features, build_backbone
 from lungdemo.preprocessing import PreprocessConfig, decode_canonical
-from tests.ood_corpus import tiny_slices
+from train.ood_corpus import tiny_slices
 from train.ood_fit import canonical_variants, fit_check, variant_features
 
 CFG = PreprocessConfig(image_size=96)

@@ -113,10 +113,12 @@ def test_the_shipped_training_args_read_back() -> None:
     switches = ("window", "downscale_prob", "noise", "jpeg_prob")  # augmentations added since: off by default
     assert set(switches) <= added_later.keys() and not any(added_later[k] for k in switches)
     assert cfg.to_json() == {
+        "device": "cpu",  # fields added later, with what their absence means
+        "precision": "auto",
+        "ood_check": True,
+        **added_later,
         **{k: v for k, v in stored.items() if k != "rotate"},
         "rotate_deg": stored["rotate"],
-        "device": "cpu",
-        **added_later,
     }
 
 

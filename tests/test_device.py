@@ -152,6 +152,21 @@ def test_precision_on_cuda_bf16_or_fp16_with_scaler() -> None:
     assert choose_precision(gpu, mixed=False, bf16_supported=True).dtype is None
 
 
+def test_requested_precision_overrides_the_device_default() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)  # names only: nothing runs on the GPU
+    bf16 = choose_precision(cpu, requested="bfloat16")
+    assert (bf16.device_type, bf16.dtype, bf16.needs_scaler) == ("cpu", torch.bfloat16, False)
+    a = torch.randn(4, 4)
+    with bf16.autocast():
+        assert (a @ a).dtype == torch.bfloat16
+    assert choose_precision(gpu, requested="float32", bf16_supported=True).dtype is None
+    assert choose_precision(cpu, requested="auto").dtype is None
+    with pytest.raises(DeviceError, match="this GPU has no bfloat16"):
+        choose_precision(gpu, requested="bfloat16", bf16_supported=False)
+    with pytest.raises(DeviceError, match="'half' is not a precision: use auto, float32, bfloat16"):
+        choose_precision(cpu, requested="half")
+
+
 def test_autocast_context_really_casts() -> None:
     """The context Precision builds is torch's autocast (tried on the CPU, which has bfloat16)."""
     a = torch.randn(4, 4)

@@ -10,8 +10,8 @@ import torch
 
 from lungdemo.ood import WARNING_START, OODCheck
 from lungdemo.preprocessing import canonical_image
-from tests.ood_corpus import chessboard, png, text_page, tiny_slices
 from tests.ood_helpers import CFG, canon_of
+from train.ood_corpus import chessboard, png, text_page, tiny_slices
 
 
 @pytest.mark.parametrize("make", [text_page, chessboard], ids=["text-page", "chessboard"])

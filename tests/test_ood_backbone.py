@@ -10,8 +10,8 @@ import torch
 
 from lungdemo.ood_backbone import BackboneSpec, Features, OODCheckError, build_backbone
 from lungdemo.preprocessing import canonical_image
-from tests.ood_corpus import tiny_slices
 from tests.ood_helpers import CFG
+from train.ood_corpus import tiny_slices
 
 
 def test_backbone_with_other_weights_is_refused() -> None:

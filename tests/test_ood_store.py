@@ -12,8 +12,8 @@ from safetensors.numpy import load_file, save_file
 from lungdemo.ood import NO_CHECK_MESSAGE, OOD_JSON, OOD_WEIGHTS, OODCheck
 from lungdemo.ood_backbone import BackboneSpec, Features, OODCheckError
 from lungdemo.ood_store import load_check
-from tests.ood_corpus import png, text_page
 from tests.ood_helpers import CFG, FALSE_ALARM_RATE, canon_of
+from train.ood_corpus import png, text_page
 
 
 def test_save_and_load_round_trip(folder: Path, check: OODCheck, features: Features) -> None:

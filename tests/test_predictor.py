@@ -17,7 +17,7 @@ from lungdemo.ood_backbone import BackboneSpec, Features, OODCheckError, build_b
 from lungdemo.predictor import Predictor, is_warning
 from lungdemo.preprocessing import decode_canonical
 from tests.conftest import make_model_folder
-from tests.ood_corpus import chessboard, png, synthetic_images, text_page, tiny_slices
+from train.ood_corpus import chessboard, png, synthetic_images, text_page, tiny_slices
 from train.ood_fit import canonical_variants, evaluate_check, fit_check, variant_features
 from train.ood_fit import main as ood_fit_main
 

@@ -68,6 +68,43 @@ def test_cli_writes_a_report_with_clean_rows_and_worst(tmp_path: Path, capsys) -
     assert "worst:" in capsys.readouterr().out
 
 
+def test_write_metrics_puts_the_summary_in_metrics_json_the_card_and_the_tab(tmp_path: Path, capsys) -> None:
+    from lungdemo.web.demo import build_demo
+
+    data = tiny_dataset(tmp_path / "data")
+    folder = model_folder(tmp_path / "model")
+    before = json.loads((folder / "metrics.json").read_text())
+    only = ["--only", "frame white 20%", "--only", "jpeg q75"]
+    argv = ["--model", str(folder), "--data-dir", str(data), *only, "--out", str(tmp_path / "r.json")]
+    assert robustness.main([*argv, "--write-metrics"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    block = metrics.pop("robustness")
+    assert metrics == before  # the other blocks untouched
+    assert block["command"].startswith("python -m train.robustness --model ")
+    assert [r["name"] for r in block["perturbations"]] == ["frame white 20%", "jpeg q75"]
+    assert [r["macro_f1"] for r in block["perturbations"]] == [r["macro_f1"] for r in report["perturbations"]]
+    assert block["worst"] == report["worst"] and block["passed"] == report["passed"]
+    card = (folder / "README.md").read_text()
+    assert "### Real uploads (robustness)" in card
+    worst = block["worst"]
+    assert f"Worst case: {worst['name']}, macro F1 {worst['macro_f1']:.3f}" in card
+    assert f"| jpeg q75 | jpeg | {block['perturbations'][1]['macro_f1']:.3f} |" in card
+    demo, _ = build_demo(str(folder), warmup=False)
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    rows = blocks["robustness"].value["data"]
+    assert [r[0] for r in rows] == ["the dataset's own files", "frame white 20%", "jpeg q75"]
+    assert rows[1][2] == round(block["perturbations"][0]["macro_f1"], 3)
+    assert f"Worst case: **{worst['name']}**" in blocks["robustness-intro"].value
+
+
+def test_write_metrics_refuses_a_hub_reference(tmp_path: Path, capsys) -> None:
+    data = tiny_dataset(tmp_path / "data")
+    argv = ["--model", "user/repo", "--data-dir", str(data), "--write-metrics"]
+    assert robustness.main(argv) == 2
+    assert "--write-metrics needs a local model folder, not a Hub reference" in capsys.readouterr().err
+
+
 def test_predictions_are_those_of_predictor_predict_on_the_perturbed_file(tmp_path: Path) -> None:
     """The batch path of the suite gives what the app gives for the same uploaded bytes."""
     data = tiny_dataset(tmp_path / "data", per_class=1)

@@ -26,8 +26,8 @@ from tests.hub_helpers import hub_env
 from tests.hub_server import FakeHub
 from tests.training_helpers import error_line, fake_dataset, small_args
 from train.config import TrainConfig
-from train.data import CLASS_NAMES
-from train.train import build_optimizer, build_scheduler
+from train.data import CLASS_NAMES, scan_dataset
+from train.train import build_optimizer, build_scheduler, limit_samples
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,3 +179,43 @@ def test_push_to_hub_with_a_bad_repo_id_fails_before_training(
         "error: repo id 'not-a-repo-id' must be of the form user/repo (or organisation/repo)"
     )
     assert not (tmp_path / "run").exists()
+
+
+# --- the out-of-distribution check, fitted at the end of training ------------------------------
+
+
+def test_training_fits_and_measures_the_upload_check(data: Path, tmp_path: Path) -> None:
+    from lungdemo.predictor import Predictor
+    from lungdemo.web.demo import build_demo
+    from train.ood_corpus import build_corpus
+
+    out = tmp_path / "run"
+    assert train_mod.main(small_args(data, out, tmp_path / "cache", ood=True)) == 0
+    folder = out / "model"
+    stored = json.loads((folder / "ood.json").read_text())
+    block = json.loads((folder / "metrics.json").read_text())["ood"]
+    args = json.loads((folder / "training_args.json").read_text())
+    splits = {k: limit_samples(v, 6) for k, v in scan_dataset(data).items()}  # what small_args's --limit 6 uses
+    n_train, n_valid, n_test = (len(splits[k]) for k in ("train", "valid", "test"))
+    assert stored["distance"]["n_reference"] == n_train  # the training split only
+    assert stored["info"]["fitted_on"] == {"train_slices": n_train, "valid_slices": n_valid}
+    assert stored["info"]["command"] == args["command"] and args["args"]["ood_check"] is True
+    assert block["threshold"] == stored["distance"]["threshold"] and block["k"] == stored["distance"]["k"]
+    assert block["n_in_distribution"] == n_test and block["n_corpus"] == len(build_corpus(data))
+    assert 0.0 <= block["auroc"] <= 1.0 and 0.0 <= block["corpus_flagged"] <= 1.0
+    predictor = Predictor.from_ref(folder)
+    assert predictor.ood is not None and predictor.ood.description == block["description"]
+    card = (folder / "README.md").read_text()
+    assert "### Out-of-distribution check" in card and f"AUROC {block['auroc']:.4f}" in card
+    demo, _ = build_demo(str(folder), warmup=False)
+    texts = {getattr(b, "elem_id", None): getattr(b, "value", None) for b in demo.blocks.values()}
+    assert f"AUROC **{block['auroc']:.3f}**" in texts["ood-metrics"]
+    assert f"**{block['corpus_flagged']:.1%}** of the other images flagged" in texts["ood-metrics"]
+
+
+def test_no_ood_check_leaves_the_folder_without_one(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train_mod.main(small_args(data, out, tmp_path / "cache")) == 0  # small_args: --no-ood-check
+    assert not list((out / "model").glob("ood*"))
+    assert "ood" not in json.loads((out / "model" / "metrics.json").read_text())
+    assert "Out-of-distribution check" not in (out / "model" / "README.md").read_text()

@@ -19,7 +19,7 @@ from lungdemo.predict import CHECK_COLUMNS, predict_files, rows_to_csv
 from lungdemo.predictor import Predictor
 from lungdemo.web.classifier import notes_markdown
 from tests.conftest import running_app
-from tests.ood_corpus import chessboard, png
+from train.ood_corpus import chessboard, png
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "adenocarcinoma_1.png"
 

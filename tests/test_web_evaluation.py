@@ -204,3 +204,21 @@ def test_folder_without_metrics_says_so(tmp_path: Path) -> None:
         b for b in demo.blocks.values() if getattr(b, "elem_id", "") and str(b.elem_id).startswith("confusion-")
     ]
     assert state.confusion_plots is None and state.reliability_plots is None
+
+
+def test_evaluation_tab_shows_the_intervals(server: Server) -> None:
+    metrics = json.loads((server.folder / "metrics.json").read_text())
+    comps = components_by_elem_id(server.url)
+    rows = {row[0]: row[1:] for row in comps["intervals"]["props"]["value"]["data"]}
+    for col, key in enumerate(["test", "test_leakage_free"]):
+        ci = metrics[key]["intervals"]
+        mf1 = ci["macro_f1"]
+        assert rows["macro F1"][col] == f"{mf1['estimate']:.3f} ({mf1['low']:.3f} to {mf1['high']:.3f})"
+        assert mf1["estimate"] == pytest.approx(metrics[key]["macro"]["f1"])
+        for name in TEST_CLASSES:
+            r = ci["recall"][name]
+            assert rows[f"recall: {name}"][col] == f"{r['estimate']:.3f} ({r['low']:.3f} to {r['high']:.3f})"
+    assert "500 resamples" in comps["intervals-intro"]["props"]["value"]
+    # no robustness or upload-check measurement in this folder: the tab says how to make one
+    assert "--write-metrics" in comps["no-robustness"]["props"]["value"]
+    assert "no measurement of the upload check" in comps["no-ood-metrics"]["props"]["value"]

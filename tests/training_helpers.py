@@ -19,9 +19,13 @@ LONG = [
 SHORT = ["adenocarcinoma", "large.cell.carcinoma", "normal", "squamous.cell.carcinoma"]
 
 
-def small_args(data_dir: Path, out: Path, cache: Path, *extra: str, epochs: int = 1) -> list[str]:
-    """``python -m train`` arguments for a run of seconds: 6 images per class, 64x64, a 32-wide head."""
+def small_args(data_dir: Path, out: Path, cache: Path, *extra: str, epochs: int = 1, ood: bool = False) -> list[str]:
+    """``python -m train`` arguments for a run of seconds: 6 images per class, 64x64, a 32-wide head.
+
+    Without ``ood`` the out-of-distribution check is not fitted (``tests/test_train_ood.py`` fits it).
+    """
     return [
+        *([] if ood else ["--no-ood-check"]),
         "--data-dir",
         str(data_dir),
         "--out",

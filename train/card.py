@@ -22,7 +22,9 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import lungdemo
+from lungdemo.atomic import write_json, write_text
 from lungdemo.errors import report_error
+from lungdemo.folder import CARD_NAME, METRICS_NAME
 from lungdemo.model import LIBRARY_NAME, LICENSE, PIPELINE_TAG, TAGS
 
 logger = logging.getLogger(__name__)
@@ -183,6 +185,66 @@ def _evaluation(folder: Path, metrics: dict[str, Any] | None, class_names: list[
     }
 
 
+def _interval(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return "n/a"
+    return f"{_fmt(entry.get('estimate'))} ({_fmt(entry.get('low'))} to {_fmt(entry.get('high'))})"
+
+
+def _intervals(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Rows of the 95%-interval table: one per figure, one column per split that has intervals."""
+    blocks = [
+        (name, metrics[key]["intervals"])
+        for key, (name, _) in SPLITS.items()
+        if isinstance((metrics or {}).get(key), dict) and isinstance(metrics[key].get("intervals"), dict)
+    ]
+    if not blocks:
+        return None
+    first = blocks[0][1]
+    figures = [
+        ("accuracy", "accuracy"),
+        ("macro_f1", "macro F1"),
+        ("cancer_subtype_macro_f1", "cancer-subtype macro F1"),
+    ]
+    rows = [(label, [_interval(b.get(key)) for _, b in blocks]) for key, label in figures]
+    rows += [
+        (f"recall: {c}", [_interval(b.get("recall", {}).get(c)) for _, b in blocks]) for c in first.get("recall", {})
+    ]
+    return {
+        "columns": [name for name, _ in blocks],
+        "rows": rows,
+        "n_resamples": first.get("n_resamples"),
+        "seed": first.get("seed"),
+    }
+
+
+def _robustness(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    block = (metrics or {}).get("robustness")
+    if not isinstance(block, dict):
+        return None
+    rows = [
+        (r["name"], r["kind"], _fmt(r["macro_f1"]), _fmt(r["drop_macro_f1"]), _fmt(r.get("cancer_subtype_macro_f1")))
+        for r in block.get("perturbations", [])
+    ]
+    clean = block.get("clean") or {}
+    return {
+        **block,
+        "rows": rows,
+        "clean_f1": _fmt(clean.get("macro_f1")),
+        "clean_subtype": _fmt(clean.get("cancer_subtype_macro_f1")),
+        "worst_name": (block.get("worst") or {}).get("name"),
+        "worst_f1": _fmt((block.get("worst") or {}).get("macro_f1")),
+    }
+
+
+def _ood(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    block = (metrics or {}).get("ood")
+    if not isinstance(block, dict):
+        return None
+    pct = {k: f"{block[k]:.1%}" for k in ("corpus_flagged", "in_distribution_flagged") if k in block}
+    return {**block, **{f"{k}_pct": v for k, v in pct.items()}, "auroc_text": _fmt(block.get("auroc"), 4)}
+
+
 def _training(training_args: dict[str, Any]) -> dict[str, Any] | None:
     """The facts table and the full arguments of ``training_args.json``, or None without one."""
     if not training_args:
@@ -238,6 +300,9 @@ def card_context(
         if isinstance(preprocessing, dict)
         else [],
         "evaluation": _evaluation(folder, metrics, class_names),
+        "intervals": _intervals(metrics),
+        "robustness": _robustness(metrics),
+        "ood": _ood(metrics),
         "training": _training(training_args),
         "command": command or None,
         "origin": pretrained.get("pretrained") if isinstance(pretrained, dict) else None,
@@ -278,6 +343,18 @@ def render_model_card(folder: Path, repo_id: str | None = None) -> str:
     data = build_card_data(metrics, context["model_name"], context["class_names"])
     card = ModelCard.from_template(data, template_path=str(TEMPLATE_PATH), **context)
     return re.sub(r"\n{3,}", "\n\n", str(card)).rstrip() + "\n"
+
+
+def update_metrics(folder: Path, blocks: dict[str, Any]) -> None:
+    """Add or replace top-level blocks of a folder's ``metrics.json`` and re-render its card to match.
+
+    For measurements made after the folder was written (the robustness suite, a refitted
+    out-of-distribution check); each file is replaced atomically.
+    """
+    folder = Path(folder)
+    metrics = _read_json(folder / METRICS_NAME) or {}
+    write_json(folder / METRICS_NAME, {**metrics, **blocks})
+    write_text(folder / CARD_NAME, render_model_card(folder))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,8 +120,8 @@ def train_one_epoch(parts: TrainingParts, data: Split, cfg: EpochConfig, epoch: 
             if distill is not None and distill.alpha > 0:
                 t = distill.temperature
                 with torch.no_grad():
-                    soft = torch.log_softmax(distill.teacher(x) / t, dim=1)
-                log_p = torch.log_softmax(logits / t, dim=1)
+                    soft = torch.log_softmax(distill.teacher(x).float() / t, dim=1)
+                log_p = torch.log_softmax(logits.float() / t, dim=1)  # float32 even under autocast
                 if ctx.enabled:
                     kl = F.kl_div(log_p, soft, log_target=True, reduction="sum")
                     kd = shard_batchmean(kl, len(idx), ctx) * t**2

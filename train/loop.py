@@ -66,7 +66,7 @@ def start_devices(cfg: RunConfig) -> tuple[DistContext, Precision]:
     """The device (a missing one fails here, at once), torchrun's process group if any, and the precision."""
     ctx = init_distributed(cfg.device)
     quiet_unless_main(ctx)
-    precision = choose_precision(ctx.device)
+    precision = choose_precision(ctx.device, requested=cfg.precision)
     processes = f", {ctx.world_size} processes ({ctx.backend})" if ctx.enabled else ""
     logger.info("device: %s, %s%s", describe_device(ctx.device), precision.name, processes)
     return ctx, precision

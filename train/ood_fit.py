@@ -5,7 +5,7 @@
 copies the folder to ``runs/<name>-ood`` (``--out``) and writes ``ood.json`` and
 ``ood.safetensors`` into the copy (``--in-place`` writes into ``--model`` itself), then
 measures it through :meth:`Predictor.predict` on the official test split and on the non-CT
-corpus of ``tests/ood_corpus.py``: AUROC, the share of the corpus flagged and the share of test
+corpus of :mod:`train.ood_corpus`: AUROC, the share of the corpus flagged and the share of test
 slices flagged (``--no-eval`` skips that).
 
 What is fitted on what (see :mod:`lungdemo.ood`): the reference features and the orientation
@@ -32,7 +32,7 @@ from PIL import Image
 
 from lungdemo.decode import ImageDecodeError, decode_image
 from lungdemo.errors import report_error
-from lungdemo.loading import ModelLoadError, load_model_folder
+from lungdemo.loading import LoadedModel, ModelLoadError, load_model_folder
 from lungdemo.ood import ORIENTATION_CLASSES, TRANSFORM_CLASS, TRANSFORMS, UPRIGHT, OODCheck
 from lungdemo.ood_backbone import (
     BackboneSpec,
@@ -45,6 +45,7 @@ from lungdemo.ood_backbone import (
 )
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import PreprocessConfig, canonical_image
+from train.card import update_metrics
 from train.data import DatasetError, Sample, scan_dataset
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,39 @@ def format_evaluation(result: dict) -> str:
     return "\n".join(lines)
 
 
+def metrics_summary(check: OODCheck, result: dict[str, Any]) -> dict[str, Any]:
+    """The ``ood`` block of ``metrics.json``: what the check is and how it measured (evaluation tab, card)."""
+    return {
+        "description": check.description,
+        "k": check.k,
+        "metric": check.metric,
+        "threshold": check.threshold,
+        "false_alarm_rate": check.false_alarm_rate,
+        "backbone": check.spec.architecture,
+        "validation_flagged_share": check.info.get("validation", {}).get("flagged_share"),
+        **result,
+    }
+
+
+def fit_and_measure(
+    loaded: LoadedModel, splits: dict[str, list[Sample]], data_dir: Path, command: str
+) -> tuple[OODCheck, dict[str, Any]]:
+    """Fit the check for a model (train and validation only), then measure it on test and the non-CT corpus.
+
+    What ``python -m train`` runs at the end of training, like calibration; returns the check
+    (for the model folder) and its ``metrics.json`` block.
+    """
+    from train.ood_corpus import build_corpus
+
+    started = time.perf_counter()
+    check = fit_for_model(loaded.model.preprocess_config, splits)
+    check.info["command"] = command
+    result = evaluate_check(Predictor(loaded, ood=check), [s.path for s in splits["test"]], build_corpus(data_dir))
+    logger.info("out-of-distribution check fitted and measured in %.0f s", time.perf_counter() - started)
+    logger.info("%s", format_evaluation(result))
+    return check, metrics_summary(check, result)
+
+
 # --- command line ----------------------------------------------------------------------------------
 
 
@@ -273,11 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         check.save(out)
         print(f"wrote {check.description} into {out}")
         if not args.no_eval:
-            from tests.ood_corpus import build_corpus
+            from train.ood_corpus import build_corpus
 
             predictor = Predictor.from_ref(out)
             result = evaluate_check(predictor, [s.path for s in splits["test"]], build_corpus(args.data_dir))
             print(format_evaluation(result))
+            update_metrics(out, {"ood": metrics_summary(check, result)})
+            print(f"wrote the measurement into {out}/metrics.json and its card")
     except (ModelLoadError, DatasetError, OSError) as exc:
         return report_error(exc)
     return 0

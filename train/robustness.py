@@ -10,13 +10,16 @@ Every slice of the official test split is perturbed by each perturbation of the 
 through the app's own path: :func:`~lungdemo.preprocessing.decode_canonical` (decode, frame with
 the model's stored policy) and :meth:`Predictor.probabilities_canonical` (normalise, forward).
 The report gives accuracy, macro-F1 and cancer-subtype macro-F1 for the clean files and for each
-perturbation, the drop from clean, and the worst case.
+perturbation, the drop from clean, and the worst case; ``--write-metrics`` stores it in the model
+folder's ``metrics.json`` (``robustness``), where the evaluation tab and the card show it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,10 +33,11 @@ from lungdemo.decode import ImageDecodeError, decode_image, read_source
 from lungdemo.errors import report_error
 from lungdemo.framing import NOTE_NO_BODY
 from lungdemo.intervals import bootstrap_intervals
-from lungdemo.loading import ModelLoadError
+from lungdemo.loading import REPO_ID_RE, ModelLoadError
 from lungdemo.metrics import classification_metrics
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import PreprocessConfig, decode_canonical
+from train.card import update_metrics
 from train.data import CLASS_NAMES, DatasetError, Sample, scan_dataset
 from train.perturb import SUITES, Perturbation, apply
 
@@ -223,14 +227,40 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads for the forward passes")
     p.add_argument("--limit", type=int, help="only the first N test slices of each class")
     p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, help="allowed macro-F1 drop")
+    p.add_argument(
+        "--write-metrics",
+        action="store_true",
+        help="store the summary under 'robustness' in the model folder's metrics.json and re-render its card",
+    )
     return p
 
 
+def metrics_block(result: dict[str, Any], command: str) -> dict[str, Any]:
+    """The ``robustness`` block of ``metrics.json``: each row's headline figures, the worst case, the verdict."""
+    keep = ("name", "kind", "format", "accuracy", "macro_f1", "cancer_subtype_macro_f1", "drop_macro_f1")
+    clean = result["clean"]
+    return {
+        "suite": result["suite"],
+        "n": result["n"],
+        "command": command,
+        "clean": {k: clean[k] for k in ("accuracy", "macro_f1", "cancer_subtype_macro_f1")},
+        "perturbations": [{k: r.get(k) for k in keep} for r in result["perturbations"]],
+        "worst": result["worst"],
+        "worst_subtype": result["worst_subtype"],
+        "max_drop": result["max_drop"],
+        "failing": result["failing"],
+        "passed": result["passed"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, args.threads))
     try:
+        if args.write_metrics and REPO_ID_RE.match(args.model.split("@")[0]) and not Path(args.model).exists():
+            raise ModelLoadError("--write-metrics needs a local model folder, not a Hub reference")
         predictor = Predictor.from_ref(args.model)
         if tuple(predictor.class_names) != CLASS_NAMES:
             raise ModelLoadError(f"the model's classes {predictor.class_names} differ from {list(CLASS_NAMES)}")
@@ -260,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json(args.out, result)
         print(f"wrote {args.out}")
+    if args.write_metrics:
+        command = "python -m train.robustness " + " ".join(shlex.quote(a) for a in argv)
+        update_metrics(predictor.loaded.folder, {"robustness": metrics_block(result, command)})
+        print(f"wrote the summary into {predictor.loaded.folder}/metrics.json and its card")
     return 0
 
 

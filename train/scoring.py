@@ -1,4 +1,4 @@
-"""Scoring a model: metrics with calibration, the official and leakage-free test, the terminal table.
+"""Scoring a model: metrics with intervals and calibration, the official and leakage-free test, the terminal table.
 
 Training (``metrics.json`` at the end of a run), ``python -m train.evaluate`` and
 ``python -m train.export`` all score through these functions, so their figures agree to the
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lungdemo.calibration import reliability
+from lungdemo.intervals import bootstrap_intervals
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet
 from train.audit import DEFAULT_NEAR_THRESHOLD, audit_samples
@@ -34,8 +35,10 @@ def leakage_free_mask(splits: dict[str, list[Sample]], data_dir: Path, near_thre
 def metrics_for(
     logits: torch.Tensor, labels: torch.Tensor, class_names: list[str], temperature: float = 1.0
 ) -> dict[str, Any]:
-    """Classification metrics plus calibration (ECE before/after the model's temperature)."""
-    metrics = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), class_names)
+    """Classification metrics, their 95% bootstrap intervals, and calibration (ECE before/after the temperature)."""
+    preds = logits.argmax(1).numpy()
+    metrics = classification_metrics(labels.numpy(), preds, class_names)
+    metrics["intervals"] = bootstrap_intervals(labels.numpy(), preds, class_names)
     raw = reliability(torch.softmax(logits, 1).numpy(), labels.numpy())
     cal = reliability(torch.softmax(logits / temperature, 1).numpy(), labels.numpy())
     metrics["calibration"] = {

@@ -34,7 +34,9 @@ from lungdemo.calibration import fit_temperature
 from lungdemo.device import Precision, host_to_device, model_to_device, model_to_host
 from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import CONFIG_NAME, METRICS_NAME, write_model_folder
+from lungdemo.loading import LoadedModel, ModelRef
 from lungdemo.model import LungAlexNet
+from lungdemo.ood import OOD_FILES, OODCheck
 from lungdemo.plots import confusion_matrix_figure, reliability_figure, save_figure, training_curves_figure
 from train import checkpoint as ckpt
 from train.card import render_model_card
@@ -184,9 +186,16 @@ def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision)
         "selection": "validation macro-F1",
         "validation": metrics_for(val_logits, valid.labels, list(CLASS_NAMES), model.temperature),
     }
+    test_splits = {k: limit_samples(v, cfg.limit) for k, v in splits.items()}
     if not cfg.skip_test:
-        test_splits = {k: limit_samples(v, cfg.limit) for k, v in splits.items()}
         metrics.update(evaluate_test(model, test_splits, cfg.data_dir, cache_dir=cfg.cache_dir))
+    check = None
+    if cfg.ood_check:  # like calibration: fitted on train and validation, measured on test and the corpus
+        from train.ood_fit import fit_and_measure
+
+        folder = cfg.out / MODEL_DIR  # not written yet: the check is measured on the model in memory
+        loaded = LoadedModel(model, folder, ModelRef(text=str(folder), local_path=folder))
+        check, metrics["ood"] = fit_and_measure(loaded, test_splits, cfg.data_dir, command)
 
     training_args = {
         "command": command,
@@ -209,16 +218,24 @@ def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision)
         from train.teacher import teacher_summary
 
         training_args["teacher"] = teacher_summary(cfg.teacher)
-    return write_outputs(model_to_host(model), cfg.out, metrics, training_args, state["history"])
+    return write_outputs(model_to_host(model), cfg.out, metrics, training_args, state["history"], check)
 
 
 def write_outputs(
-    model: LungAlexNet, out: Path, metrics: dict[str, Any], training_args: dict[str, Any], history: list[dict[str, Any]]
+    model: LungAlexNet,
+    out: Path,
+    metrics: dict[str, Any],
+    training_args: dict[str, Any],
+    history: list[dict[str, Any]],
+    check: OODCheck | None = None,
 ) -> Path:
-    """Plots, JSON files and the model card into ``out/model`` (atomically replaced)."""
+    """Plots, JSON files, the out-of-distribution check and the model card into ``out/model`` (atomically replaced)."""
     figures: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
+        if check is not None:
+            check.save(tmpdir)
+            figures |= {name: tmpdir / name for name in OOD_FILES}
         figures["training_curves.png"] = save_figure(
             training_curves_figure(history, metrics["best_epoch"]), tmpdir / "training_curves.png"
         )

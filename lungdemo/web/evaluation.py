@@ -14,6 +14,7 @@ from gradio.components.plot import PlotData
 
 from lungdemo.folder import METRICS_NAME
 from lungdemo.loading import LoadedModel
+from lungdemo.web.evaluation_sections import intervals_section, ood_section, robustness_section
 from lungdemo.web.text import model_label
 
 if TYPE_CHECKING:
@@ -207,7 +208,11 @@ def evaluation_tab(loaded: LoadedModel, tab: gr.Tab) -> tuple[PlotCache | None, 
     confusion = PlotCache("confusion matrices", draw_confusion, drawn)
     if plots:
         tab.select(confusion.render, outputs=plots, api_visibility="private", queue=False)
-    return confusion, _calibration_section(metrics, float(loaded.model.temperature), tab)
+    intervals_section(metrics)
+    reliability = _calibration_section(metrics, float(loaded.model.temperature), tab)
+    robustness_section(metrics)
+    ood_section(metrics)
+    return confusion, reliability
 
 
 def _calibration_section(metrics: dict[str, Any], temperature: float, tab: gr.Tab) -> PlotCache | None:
