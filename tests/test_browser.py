@@ -24,9 +24,12 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from lungdemo.gradcam import HEATMAP_NOTE
+from lungdemo.loading import SHIPPED_MODEL_DIR
+from lungdemo.ood import WARNING_START
 from lungdemo.predict import csv_columns
 from tests.conftest import TEST_CLASSES, make_model_folder
 from tests.web_helpers import EXAMPLES, pdf_info, serve
+from train.ood_corpus import chessboard, png
 
 pytestmark = pytest.mark.browser
 
@@ -312,3 +315,29 @@ def test_about_tab_shows_model_card(page) -> None:
     card = page.locator("#model-card")
     card.get_by_text("Random weights, for tests only.").wait_for(state="visible")
     assert "library_name" not in card.inner_text()
+
+
+@pytest.fixture(scope="module")
+def checked_url() -> Iterator[str]:
+    """The shipped model, which carries the out-of-distribution check."""
+    with serve(SHIPPED_MODEL_DIR) as server:
+        yield server.url
+
+
+def test_a_flagged_upload_leads_with_the_banner(page, checked_url: str, tmp_path: Path, shots: Path) -> None:
+    board = tmp_path / "chessboard.png"
+    board.write_bytes(png(chessboard()))
+    page.goto(checked_url)
+    page.locator("#slice-input input[type=file]").set_input_files(str(board))
+    banner = page.locator("#decode-notes h3")
+    expect(banner).to_contain_text(WARNING_START)
+    expect(page.locator("#decode-notes")).to_contain_text("The class probabilities are not meaningful.")
+    shown_label(page)  # the probabilities still arrive, under the banner
+    top_of = page.evaluate("(sel) => document.querySelector(sel).getBoundingClientRect().top", "#decode-notes")
+    assert top_of < page.evaluate("() => document.querySelector('#probabilities').getBoundingClientRect().top")
+    page.screenshot(path=str(shots / "flagged-upload.png"))
+
+    reset(page)  # a chest slice: no banner
+    page.locator("#slice-input input[type=file]").set_input_files(str(EXAMPLES[0]))
+    shown_label(page)
+    expect(page.locator("#decode-notes")).not_to_contain_text(WARNING_START)

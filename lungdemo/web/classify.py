@@ -1,4 +1,4 @@
-"""The classify tab: input boxes | probabilities and notes | heat map, and the report row under them.
+"""The classify tab: input boxes | notes, probabilities and confidence | heat map, and the report row under them.
 
 One upload (image box, file box or example click) runs ``/classify``; on success ``/explain``
 and the page-only steps (notes, confidence line, the session's slice); on failure all is cleared.
@@ -72,13 +72,13 @@ def classify_tab(classifier: Classifier, examples: Sequence[Path], classify_limi
                 else None
             )
         with gr.Column(scale=3):
+            notes = gr.Markdown(elem_id="decode-notes")  # first: a flagged upload's banner leads
             label = gr.Label(
                 num_top_classes=len(classes),
                 label=f"Class probabilities (temperature-scaled, T = {classifier.temperature:.2f})",
                 elem_id="probabilities",
             )
             confidence = gr.Markdown(elem_id="confidence-note")
-            notes = gr.Markdown(elem_id="decode-notes")
         with gr.Column(scale=4):
             cam_class = gr.Dropdown(
                 choices=[TOP_CLASS_CHOICE, *classes], value=TOP_CLASS_CHOICE, label="Heat map for", elem_id="cam-class"
