@@ -21,6 +21,28 @@ def test_evaluate_prints_both_tables_for_a_model_folder(tmp_path: Path, capsys: 
     assert out.startswith("model: ")
     assert "official test: n=4  accuracy=" in out
     assert "leakage-free test (0 test images with copies in train/valid dropped): n=4" in out
+    assert "  [..]: 95% bootstrap interval (9999 paired resamples, seed 0)" in out
+    assert out.rstrip().endswith("out-of-distribution check: none in this model folder")
+
+
+def test_evaluate_measures_the_check_of_a_folder_that_has_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from lungdemo.loading import load_model
+    from train.data import scan_dataset
+    from train.ood_corpus import build_corpus
+    from train.ood_fit import fit_for_model
+
+    folder = make_model_folder(tmp_path / "model", image_size=64)
+    data = fake_dataset(tmp_path / "data")
+    splits = scan_dataset(data)
+    fit_for_model(load_model(folder).model.preprocess_config, splits).save(folder)
+    argv = ["--model", str(folder), "--data-dir", str(data), "--cache-dir", str(tmp_path / "c")]
+    assert evaluate.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "out-of-distribution check: 5-nearest-neighbour cosine distance" in out
+    assert f"{len(splits['test'])} test slices vs {len(build_corpus(data))} corpus images" in out
+    assert "corpus flagged: " in out and "test slices flagged: " in out
+    assert evaluate.main([*argv, "--no-ood"]) == 0
+    assert "out-of-distribution" not in capsys.readouterr().out
 
 
 def test_a_bad_model_folder_is_an_error_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -6,7 +6,10 @@ Usage::
 
 ``--model`` takes any model reference (folder, ``user/repo[@revision]``). The slices go
 through the preprocessing stored in the model's ``config.json``, by the same functions the
-app uses (scoring: :mod:`train.scoring`).
+app uses (scoring: :mod:`train.scoring`). Every headline figure comes with its 95% bootstrap
+interval. A model with an out-of-distribution check also has the check measured through
+``Predictor.predict`` on the test slices and the non-CT corpus (:mod:`train.ood_corpus`;
+``--no-ood`` skips it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from lungdemo.device import add_device_argument, describe_device, model_to_device, resolve_device
 from lungdemo.errors import LungdemoError, report_error
-from lungdemo.loading import ModelLoadError, load_model
+from lungdemo.loading import LoadedModel, ModelLoadError, load_model
 from lungdemo.model import LungAlexNet
 from train.audit import DEFAULT_NEAR_THRESHOLD
 from train.data import CLASS_NAMES, DEFAULT_CACHE_DIR, scan_dataset
@@ -39,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, required=True, help="dataset root (train/ valid/ test/)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="decoded-image cache")
     p.add_argument("--near-threshold", type=int, default=DEFAULT_NEAR_THRESHOLD)
+    p.add_argument("--no-ood", action="store_true", help="do not measure the out-of-distribution check")
     add_device_argument(p)
     return p
 
@@ -66,6 +70,24 @@ def main(argv: list[str] | None = None) -> int:
             result["test_leakage_free"],
         )
     )
+    if not args.no_ood:
+        return measure_check(loaded, splits, args.data_dir)
+    return 0
+
+
+def measure_check(loaded: LoadedModel, splits: dict, data_dir: Path) -> int:
+    """Print the check's AUROC and flagged shares (test slices and the non-CT corpus), or that there is none."""
+    from lungdemo.predictor import Predictor
+
+    predictor = Predictor(loaded)
+    if predictor.ood is None:
+        print("out-of-distribution check: none in this model folder")
+        return 0
+    from train.ood_corpus import build_corpus
+    from train.ood_fit import evaluate_check, format_evaluation
+
+    print(predictor.ood.description)
+    print(format_evaluation(evaluate_check(predictor, [s.path for s in splits["test"]], build_corpus(data_dir))))
     return 0
 
 

@@ -77,10 +77,23 @@ def evaluate_test(
 
 def format_metrics(name: str, m: dict[str, Any]) -> str:
     """A fixed-width table of one metrics dict, for the terminal and the closing notes."""
+    ci = m.get("intervals") or {}
+
+    def interval(key: str) -> str:
+        e = ci.get(key)
+        return f" [{e['low']:.3f}, {e['high']:.3f}]" if e else ""
+
     lines = [
-        f"{name}: n={m['n']}  accuracy={m['accuracy']:.3f}  macro-F1={m['macro']['f1']:.3f}"
-        + (f"  cancer-subtype macro-F1={m['cancer_subtype_macro_f1']:.3f}" if "cancer_subtype_macro_f1" in m else "")
+        f"{name}: n={m['n']}  accuracy={m['accuracy']:.3f}{interval('accuracy')}  "
+        f"macro-F1={m['macro']['f1']:.3f}{interval('macro_f1')}"
+        + (
+            f"  cancer-subtype macro-F1={m['cancer_subtype_macro_f1']:.3f}{interval('cancer_subtype_macro_f1')}"
+            if "cancer_subtype_macro_f1" in m
+            else ""
+        )
     ]
+    if ci:
+        lines.append(f"  [..]: 95% bootstrap interval ({ci['n_resamples']} paired resamples, seed {ci['seed']})")
     lines.append(f"  {'class':26s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'n':>5s}")
     for cls, v in m["per_class"].items():
         lines.append(f"  {cls:26s} {v['precision']:6.3f} {v['recall']:6.3f} {v['f1']:6.3f} {v['support']:5d}")
