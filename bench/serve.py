@@ -18,6 +18,10 @@ Starts ``python app.py --model X --port P`` as a child process and measures, in 
 * ``gradio_client`` latency beside it: its own polling adds tens of milliseconds per call,
   so it is reported but not what the targets refer to.
 
+``--without-check`` serves a copy of the folder without the out-of-distribution check; the
+difference between the two runs' ``/classify`` p50 is what the check adds (issue 13's target:
+at most 15 ms).
+
 Targets (issue 16): single-client p50 at most 2x the in-process ``predict`` p50; 16 clients at
 least 3x the single-client request rate with no errors; RSS growth under 10% over the mixed
 requests; cold start under 6 s. The machine's load average is printed with the figures: on a
@@ -439,12 +443,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-import-floor", action="store_true", help="do not time `import torch, torchvision, gradio` alone"
     )
+    parser.add_argument(
+        "--without-check",
+        action="store_true",
+        help="serve a copy of the (local) model folder without ood.json/ood.safetensors: run once with and "
+        "once without it to see what the out-of-distribution check adds to each figure",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
 
+def copy_without_check(model: str) -> str:
+    """A temporary copy of a local model folder without the out-of-distribution check's files."""
+    import shutil
+
+    from lungdemo.ood import OOD_FILES
+
+    src = Path(model)
+    if not src.is_dir():
+        raise SystemExit(f"--without-check needs a local model folder, got {model!r}")
+    dst = Path(tempfile.mkdtemp(prefix="lungdemo-nocheck-")) / src.name
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*OOD_FILES))
+    return str(dst)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.without_check:
+        args.model = copy_without_check(args.model)
     image_paths = image_files(args.images)
     images = [(p.name, p.read_bytes()) for p in image_paths]
     port = args.port or free_port()
@@ -488,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             proc.wait()
 
     figures["ratio_api_p50_to_predict"] = figures["api_p50_ms"] / figures["predict_in_process_p50_ms"]
-    print(f"model: {args.model}; {len(images)} images; torch threads in this process: {int(figures['torch_threads'])}")
+    check = "without its out-of-distribution check" if args.without_check else "as it is"
+    print(f"model: {args.model} ({check}); {len(images)} images; torch threads here: {int(figures['torch_threads'])}")
     print(table(figures, args.clients))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
