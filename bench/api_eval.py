@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python bench/api_eval.py` from a checkout
 
-from bench.serve import free_port, start_server, wait_first_answer  # noqa: E402
+from bench.serve import free_port, start_server, stop_server, wait_first_answer  # noqa: E402
 from lungdemo.calibration import reliability  # noqa: E402
 from lungdemo.intervals import bootstrap_intervals  # noqa: E402
 from lungdemo.metrics import classification_metrics  # noqa: E402
@@ -91,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         answers = [client.predict(handle_file(str(s.path)), api_name="/classify_json") for s in test]
         seconds = time.perf_counter() - started
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     y = np.array([s.label for s in test])
     probs = np.array([[a["probabilities"][c] for c in CLASS_NAMES] for a in answers])
     flagged = np.array([bool(a["check"] and a["check"]["flagged"]) for a in answers])

@@ -36,7 +36,15 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serve import EXAMPLES, SHIPPED_MODEL, classify_http, cpu_seconds, free_port, image_files  # noqa: E402
+from bench.serve import (  # noqa: E402
+    EXAMPLES,
+    SHIPPED_MODEL,
+    classify_http,
+    cpu_seconds,
+    free_port,
+    image_files,
+    stop_server,
+)
 
 MODES = ("single", "single16", "micro", "gradio")
 MAX_BATCH = 16
@@ -149,11 +157,7 @@ def run_mode(
             rows.append((mode, n, rps, p50, errors, (cpu_seconds(proc.pid) - before) / total * 1000))
         return rows
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -58,6 +56,7 @@ from bench.serve import (  # noqa: E402  (after the sys.path line above)
     peak_rss_mb,
     percentile,
     start_server,
+    stop_server,
     wait_first_answer,
 )
 from tests.bad_input_corpus import ANSWERED, EXAMPLES, REFUSED, oversized_file  # noqa: E402
@@ -256,12 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  after {len(outcomes)} requests: RSS {rss_series[-1]:.0f} MiB", file=sys.stderr)
         figures["rss_peak_mb"], figures["rss_end_mb"] = peak_rss_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
     figures.update(summarize(outcomes, wall))
     figures["rss_growth_pct"] = 100.0 * (figures["rss_end_mb"] - figures["rss_warm_mb"]) / figures["rss_warm_mb"]

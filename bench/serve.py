@@ -148,6 +148,16 @@ def start_server(model: str, port: int, log_path: Path) -> tuple[subprocess.Pope
     return proc, t0
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C the app (it shuts down cleanly), kill it if it has not exited after 15 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_first_answer(
     proc: subprocess.Popen, url: str, image: tuple[str, bytes], t0: float, timeout_s: float
 ) -> tuple[float, float]:
@@ -506,12 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures["peak_rss_mb"], figures["rss_end_mb"] = peak_rss_mb(proc.pid)
         figures["load_end"] = os.getloadavg()[0]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
     figures["ratio_api_p50_to_predict"] = figures["api_p50_ms"] / figures["predict_in_process_p50_ms"]
     check = "without its out-of-distribution check" if args.without_check else "as it is"

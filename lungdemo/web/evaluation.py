@@ -14,7 +14,7 @@ from gradio.components.plot import PlotData
 
 from lungdemo.folder import METRICS_NAME
 from lungdemo.loading import LoadedModel
-from lungdemo.web.evaluation_sections import intervals_section, ood_section, robustness_section
+from lungdemo.web.evaluation_sections import intervals_section, ood_section, robustness_section, table
 from lungdemo.web.text import model_label
 
 if TYPE_CHECKING:
@@ -180,13 +180,7 @@ def evaluation_tab(loaded: LoadedModel, tab: gr.Tab) -> tuple[PlotCache | None, 
         )
         return None, None
     gr.Markdown(evaluation_intro(loaded))
-    gr.Dataframe(
-        value=summary_rows(metrics),
-        headers=SUMMARY_HEADERS,
-        label="Summary",
-        interactive=False,
-        elem_id="metrics-summary",
-    )
+    table(summary_rows(metrics), SUMMARY_HEADERS, "Summary", "metrics-summary")
     plots: list[gr.Plot] = []
     drawn: list[tuple[dict[str, Any], str]] = []
     with gr.Row():
@@ -196,13 +190,7 @@ def evaluation_tab(loaded: LoadedModel, tab: gr.Tab) -> tuple[PlotCache | None, 
                 if not isinstance(split, dict):
                     gr.Markdown(f"*{METRICS_NAME} has no `{key}` results.*")
                     continue
-                gr.Dataframe(
-                    value=report_rows(split),
-                    headers=REPORT_HEADERS,
-                    label=f"{title}: per class",
-                    interactive=False,
-                    elem_id=f"report-{key}",
-                )
+                table(report_rows(split), REPORT_HEADERS, f"{title}: per class", f"report-{key}")
                 plots.append(_plot(f"{title}: confusion matrix", f"confusion-{key}"))
                 drawn.append((split, title))
     confusion = PlotCache("confusion matrices", draw_confusion, drawn)
@@ -227,13 +215,7 @@ def _calibration_section(metrics: dict[str, Any], temperature: float, tab: gr.Ta
         )
         return None
     gr.Markdown(calibration_intro(metrics, temperature), elem_id="calibration-intro")
-    gr.Dataframe(
-        value=rows,
-        headers=CALIBRATION_HEADERS,
-        label="Calibration (expected calibration error, 10 bins)",
-        interactive=False,
-        elem_id="calibration-table",
-    )
+    table(rows, CALIBRATION_HEADERS, "Calibration (expected calibration error, 10 bins)", "calibration-table")
     plots: list[gr.Plot] = []
     drawn: list[tuple[dict[str, Any], str]] = []
     with gr.Row():

@@ -19,6 +19,11 @@ ROBUSTNESS_HEADERS = ["upload", "kind", "macro F1", "drop from clean", "cancer-s
 OOD_KIND_HEADERS = ["kind of image", "flagged"]
 
 
+def table(rows: list[list[Any]], headers: list[str], label: str, elem_id: str) -> gr.Dataframe:
+    """A read-only table of the evaluation tab."""
+    return gr.Dataframe(value=rows, headers=headers, label=label, interactive=False, elem_id=elem_id)
+
+
 def _ci(entry: dict[str, Any] | None) -> str:
     if not isinstance(entry, dict):
         return "—"
@@ -60,7 +65,7 @@ def intervals_section(metrics: dict[str, Any]) -> None:
         "With about fifty slices of a class, one slice moves its recall by two points.",
         elem_id="intervals-intro",
     )
-    gr.Dataframe(value=rows, headers=INTERVAL_HEADERS, label="95% intervals", interactive=False, elem_id="intervals")
+    table(rows, INTERVAL_HEADERS, "95% intervals", "intervals")
 
 
 def robustness_rows(block: dict[str, Any]) -> list[list[Any]]:
@@ -114,13 +119,7 @@ def robustness_section(metrics: dict[str, Any]) -> None:
         )
         return
     gr.Markdown(robustness_summary(block), elem_id="robustness-intro")
-    gr.Dataframe(
-        value=robustness_rows(block),
-        headers=ROBUSTNESS_HEADERS,
-        label="Macro F1 per kind of upload",
-        interactive=False,
-        elem_id="robustness",
-    )
+    table(robustness_rows(block), ROBUSTNESS_HEADERS, "Macro F1 per kind of upload", "robustness")
 
 
 def ood_summary(block: dict[str, Any]) -> str:
@@ -143,10 +142,4 @@ def ood_section(metrics: dict[str, Any]) -> None:
     gr.Markdown(ood_summary(block), elem_id="ood-metrics")
     by_kind = block.get("corpus_flagged_by_kind") or {}
     if by_kind:
-        gr.Dataframe(
-            value=[[k, v] for k, v in by_kind.items()],
-            headers=OOD_KIND_HEADERS,
-            label="Other images flagged, by kind",
-            interactive=False,
-            elem_id="ood-by-kind",
-        )
+        table([[k, v] for k, v in by_kind.items()], OOD_KIND_HEADERS, "Other images flagged, by kind", "ood-by-kind")
