@@ -94,9 +94,20 @@ def test_json_round_trip_keeps_the_types() -> None:
     assert TrainConfig.from_json(parse().to_json()).teacher is None
 
 
-def test_the_shipped_training_args_read_back() -> None:
-    """The shipped model's ``args`` (written before the config existed, ``rotate`` and all) load as a config."""
+OLD_RECORD = Path(__file__).parent / "data" / "kd1_training_args.json"
+"""``training_args.json`` of the model shipped before v2, written before the config existed."""
+
+
+def test_the_shipped_training_args_read_back_exactly() -> None:
     record = json.loads((SHIPPED_MODEL_DIR / TRAINING_ARGS_NAME).read_text())
+    cfg = TrainConfig.from_json(record["args"])
+    assert cfg.to_json() == record["args"]
+    assert cfg.augment == AugmentConfig(**record["augmentation"])
+
+
+def test_an_old_record_reads_back() -> None:
+    """kd1's ``args`` (written before the config existed, ``rotate`` and all) load as a config."""
+    record = json.loads(OLD_RECORD.read_text())
     stored = record["args"]
     cfg = TrainConfig.from_json(stored)
     assert cfg.teacher == Path(stored["teacher"]) and cfg.data_dir == Path(stored["data_dir"])
