@@ -157,5 +157,6 @@ def test_shipped_model_on_a_few_real_slices(data_dir: Path, tmp_path: Path) -> N
     argv = ["--model", "lungdemo/shipped_model", "--data-dir", str(data_dir), "--limit", "3", "--out", str(out)]
     assert robustness.main([*argv, "--only", "jpeg q75"]) == 0
     report = json.loads(out.read_text())
-    assert report["n"] == 12 and report["preprocessing"]["resize"] == "body_crop_pad"
+    shipped = json.loads(Path("lungdemo/shipped_model/config.json").read_text())["preprocessing"]
+    assert report["n"] == 12 and report["preprocessing"] == shipped
     assert np.isfinite(report["worst"]["macro_f1"])

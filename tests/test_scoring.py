@@ -25,6 +25,12 @@ def test_metrics_for_adds_calibration_before_and_after_the_temperature() -> None
 def test_format_metrics_has_one_line_per_class_and_the_matrix() -> None:
     m = metrics_for(torch.eye(4) * 3, torch.arange(4), CLASSES)
     lines = format_metrics("check", m).splitlines()
-    assert lines[0] == "check: n=4  accuracy=1.000  macro-F1=1.000"
-    assert [line.split()[0] for line in lines[2:6]] == CLASSES
+    ci = m["intervals"]
+    acc, f1 = ci["accuracy"], ci["macro_f1"]
+    assert lines[0] == (
+        f"check: n=4  accuracy=1.000 [{acc['low']:.3f}, {acc['high']:.3f}]  "
+        f"macro-F1=1.000 [{f1['low']:.3f}, {f1['high']:.3f}]"
+    )
+    assert lines[1] == "  [..]: 95% bootstrap interval (9999 paired resamples, seed 0)"
+    assert [line.split()[0] for line in lines[3:7]] == CLASSES
     assert lines[-1].endswith("[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]")

@@ -25,7 +25,6 @@ def small_args(data_dir: Path, out: Path, cache: Path, *extra: str, epochs: int 
     Without ``ood`` the out-of-distribution check is not fitted (``tests/test_train_ood.py`` fits it).
     """
     return [
-        *([] if ood else ["--no-ood-check"]),
         "--data-dir",
         str(data_dir),
         "--out",
@@ -45,6 +44,7 @@ def small_args(data_dir: Path, out: Path, cache: Path, *extra: str, epochs: int 
         "--cache-dir",
         str(cache),
         *extra,
+        *([] if ood else ["--no-ood-check"]),
     ]
 
 
