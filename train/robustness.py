@@ -33,7 +33,7 @@ from lungdemo.decode import ImageDecodeError, decode_image, read_source
 from lungdemo.errors import report_error
 from lungdemo.framing import NOTE_NO_BODY
 from lungdemo.intervals import bootstrap_intervals
-from lungdemo.loading import REPO_ID_RE, ModelLoadError
+from lungdemo.loading import ModelLoadError, parse_model_ref
 from lungdemo.metrics import classification_metrics
 from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import PreprocessConfig, decode_canonical
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, args.threads))
     try:
-        if args.write_metrics and REPO_ID_RE.match(args.model.split("@")[0]) and not Path(args.model).exists():
+        if args.write_metrics and parse_model_ref(args.model).is_hub:
             raise ModelLoadError("--write-metrics needs a local model folder, not a Hub reference")
         predictor = Predictor.from_ref(args.model)
         if tuple(predictor.class_names) != CLASS_NAMES:
