@@ -15,6 +15,9 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
    percentile) to Otsu's threshold: it follows a lifted background or a brighter gamma, where a
    fixed threshold lets the faint table and noise join the body. The body is then looked for once
    more around its first box, so the level and the opening follow the slice, not its canvas;
+   With ``fill``, the canvas colour reaching into the picture's corners (the fill around a slice
+   rotated on a light canvas) is first painted with the picture's own background, so neither the
+   body step nor the model sees light wedges;
 3. optionally (``deskew``, :func:`frame_slice`) levels a tilted body: its axis from the second
    moments, rotated back when within the limit.
 
@@ -70,6 +73,9 @@ class Framing:
     """The body's tilt (:func:`body_angle`)."""
     deskewed: float = 0.0
     """Degrees the slice was rotated back by :func:`frame_slice` (0 when it was not)."""
+    fill: np.ndarray | None = None
+    """With ``fill``: the picture's pixels painted with ``fill_value`` (canvas in its corners), or ``None``."""
+    fill_value: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -234,6 +240,30 @@ def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: f
     return (whole, -1) if box == whole else (box, colour)
 
 
+def corner_fill(view: np.ndarray, colours: list[int], tolerance: float) -> tuple[np.ndarray, int] | None:
+    """The canvas reaching into the corners of a picture, and the gray to paint it with.
+
+    A slice rotated on a light canvas leaves wedges of the canvas colour in the corners of its
+    picture. A corner region counts when it is within ``tolerance`` of a canvas colour stripped
+    around the picture, so a slice without a canvas is never touched. The mask grows by a pixel to
+    take the blended edge of the rotation; the paint is the picture's darkest gray outside it (the
+    air around the body). ``None`` when no corner holds canvas.
+    """
+    corners = [(0, 0), (0, -1), (-1, 0), (-1, -1)]
+    mask = np.zeros(view.shape, dtype=bool)
+    for colour in dict.fromkeys(colours):
+        near = np.abs(view.astype(np.int16) - colour) <= tolerance
+        if not any(near[c] for c in corners):
+            continue
+        labels, _ = ndi.label(near)
+        touching = {int(labels[c]) for c in corners} - {0}
+        mask |= np.isin(labels, list(touching))
+    if not mask.any() or mask.all():
+        return None
+    mask = ndi.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
+    return mask, int(np.percentile(view[~mask], 1)) if (~mask).any() else 0
+
+
 def body_angle(body: np.ndarray) -> float | None:
     """The body's orientation in degrees, counter-clockwise as displayed, from its second moments.
 
@@ -262,6 +292,7 @@ def find_slice(
     opening: float = 0.01,
     keep: float = 0.1,
     level: float = 0.5,
+    fill: bool = False,
 ) -> Framing:
     """The box of the CT slice's body in a grayscale ``uint8`` image (see the module docstring).
 
@@ -288,6 +319,10 @@ def find_slice(
         view = view[t0:b0, l0:r0]
     picture = (left, top, left + view.shape[1], top + view.shape[0])
     result = Framing(picture, picture=picture, canvases=canvases)
+    painted = corner_fill(view, canvases, tolerance) if fill and canvases else None
+    if painted is not None:
+        result.fill, result.fill_value = painted
+        view = np.where(result.fill, np.uint8(result.fill_value), view)
     found = _body_box(view, threshold, opening, keep, level)
     if found is None:
         if not canvases:  # inside a frame, the picture is the slice even when it holds no body of its own
@@ -343,14 +378,18 @@ def frame_slice(
     keep: float = 0.1,
     level: float = 0.5,
     deskew: float = 0.0,
+    fill: bool = False,
 ) -> tuple[Image.Image, Framing]:
     """The slice cut out of a grayscale ("L") image, straightened when ``deskew`` allows.
 
-    With ``deskew`` > 0, a body tilted by at most that many degrees is rotated level (black fill)
+    With ``fill``, canvas in the picture's corners is painted first (:func:`corner_fill`). With
+    ``deskew`` > 0, a body tilted by at most that many degrees is rotated level (black fill)
     inside its picture and its box found again; a tilt beyond it is left alone.
     """
     params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
-    found = find_slice(np.asarray(gray), **params)
+    found = find_slice(np.asarray(gray), **params, fill=fill)
+    if found.fill is not None:
+        gray = _painted(gray, found)
     if deskew <= 0 or found.angle is None or not MIN_DESKEW <= abs(found.angle) <= deskew:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-found.angle, resample=Image.Resampling.BILINEAR, expand=True)
@@ -359,3 +398,12 @@ def frame_slice(
         return gray.crop(found.box), found
     found.deskewed = found.angle
     return picture.crop(level_found.box), found
+
+
+def _painted(gray: Image.Image, found: Framing) -> Image.Image:
+    """``gray`` with the canvas in its picture's corners painted (``found.fill``)."""
+    left, top, right, bottom = found.picture
+    pixels = np.array(gray)
+    view = pixels[top:bottom, left:right]
+    view[found.fill] = found.fill_value
+    return Image.fromarray(pixels)

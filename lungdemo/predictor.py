@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -77,6 +78,8 @@ class Predictor:
         self._lock = threading.Lock()
         self.ood: OODCheck | None = load_check(loaded.folder, self.cfg) if ood == "folder" else ood
         """The out-of-distribution check stored with the model; ``None`` when the folder has none."""
+        self._beside = ThreadPoolExecutor(1, thread_name_prefix="lungdemo-check") if self.ood is not None else None
+        """Runs the check beside the classifier (:meth:`forward_canonical`)."""
 
     @classmethod
     def from_ref(cls, ref: str | Path, device: str | torch.device | None = None) -> Predictor:
@@ -123,10 +126,20 @@ class Predictor:
         return self.prediction(probs, info.notes, result)
 
     def forward_canonical(self, canon: torch.Tensor) -> list[tuple[list[float], OODResult | None]]:
-        """Probabilities and the check's verdict for each canonical slice of a batch (one pass each)."""
-        probs = self.probabilities_canonical(canon).tolist()
-        checked = self.check_canonical(canon)
-        return list(zip(probs, checked if checked is not None else [None] * len(probs), strict=True))
+        """Probabilities and the check's verdict for each canonical slice of a batch (one pass each).
+
+        The check's backbone runs in its own thread while the classifier runs in this one: at batch
+        1 neither keeps both cores busy, so side by side they cost little more than the classifier.
+        """
+        if self._beside is None:
+            return [(row, None) for row in self.probabilities_canonical(canon).tolist()]
+        checking = self._beside.submit(self.check_canonical, canon)
+        try:
+            probs = self.probabilities_canonical(canon).tolist()
+        finally:
+            checked = checking.result()  # never leave the check running on its own; its error wins
+        assert checked is not None
+        return list(zip(probs, checked, strict=True))
 
     def prediction(self, probs: list[float], notes: list[str], result: OODResult | None) -> Prediction:
         """The one place a :class:`Prediction` is put together, for every path that classifies."""

@@ -20,6 +20,8 @@ from lungdemo.decode import DEFAULT_MAX_PIXELS, DecodedInfo, decode_image
 from lungdemo.framing import frame_slice, slice_problems
 
 RESIZE_POLICIES = ("body_crop_pad", "slice_crop_pad", "pad", "squash")
+SAVED_BEFORE: dict[str, Any] = {"slice_fill": False}
+"""Fields added later, with what a ``config.json`` written before them meant."""
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -45,12 +47,15 @@ class PreprocessConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     # slice_crop_pad only (see lungdemo.framing): canvas tolerance in gray levels, opening as a share of the
     # image side, the area share of the largest component that still counts as body, the body level's share of
-    # the way from the background to Otsu's threshold, the largest tilt straightened (degrees)
+    # the way from the background to Otsu's threshold, the largest tilt straightened (degrees), and whether canvas in
+    # the picture's corners (a slice rotated on a light canvas) is painted with the slice's background (read as
+    # False from folders saved before it existed, so they keep their behaviour: ``SAVED_BEFORE``)
     slice_tolerance: int = 12
     slice_opening: float = 0.01
     slice_keep: float = 0.1
     slice_level: float = 0.5
     slice_deskew: float = 0.0
+    slice_fill: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,6 +78,8 @@ class PreprocessConfig:
         problems += slice_problems(
             self.slice_tolerance, self.slice_opening, self.slice_keep, self.slice_level, self.slice_deskew
         )
+        if not isinstance(self.slice_fill, bool):
+            problems.append(f"slice_fill must be true or false, got {self.slice_fill!r}")
         if problems:
             raise ValueError("invalid preprocessing config: " + "; ".join(problems))
 
@@ -90,7 +97,7 @@ class PreprocessConfig:
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"invalid preprocessing config: unknown keys {unknown}")
-        values = dict(data)
+        values = {**SAVED_BEFORE, **data}
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
@@ -140,6 +147,7 @@ def canonical_image(gray: Image.Image, cfg: PreprocessConfig, notes: list[str] |
             keep=cfg.slice_keep,
             level=cfg.slice_level,
             deskew=cfg.slice_deskew,
+            fill=cfg.slice_fill,
         )
         if notes is not None:
             notes += found.notes

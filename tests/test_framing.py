@@ -248,7 +248,8 @@ def test_slice_crop_pad_config_round_trip_and_validation() -> None:
 
 def test_a_stored_config_without_slice_keys_is_todays_body_crop_pad() -> None:
     old = {"image_size": 64, "resize": "body_crop_pad", "body_threshold": 20, "interpolation": "bilinear"}
-    assert PreprocessConfig.from_dict(old) == PreprocessConfig(image_size=64)
+    assert PreprocessConfig.from_dict(old) == PreprocessConfig(image_size=64, slice_fill=False)
+    assert PreprocessConfig.from_dict({**old, "slice_fill": True}) == PreprocessConfig(image_size=64)
 
 
 def test_slice_parameters_do_not_touch_body_crop_pad() -> None:

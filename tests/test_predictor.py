@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,35 @@ def test_batch_path_gives_the_same_verdict(checked: Predictor) -> None:
     (batch,) = checked.check_canonical(canon)
     single = checked.predict(data).ood
     assert batch.score == pytest.approx(single.score, abs=1e-6) and batch.flagged == single.flagged
+
+
+def test_the_check_runs_beside_the_classifier(checked_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In its own thread, with the verdict it gives alone; its error reaches the caller, who can go on."""
+    predictor = Predictor.from_ref(checked_folder)
+    assert predictor.ood is not None
+    threads: list[str] = []
+    alone = predictor.ood.check
+
+    def spy(canon):
+        threads.append(threading.current_thread().name)
+        return alone(canon)
+
+    monkeypatch.setattr(predictor.ood, "check", spy)
+    data = png(text_page())
+    prediction = predictor.predict(data)
+    assert len(threads) == 1 and threads[0].startswith("lungdemo-check")
+    canon = decode_canonical(data, predictor.cfg)[0].unsqueeze(0)
+    (expected,) = alone(canon)
+    assert prediction.ood is not None and prediction.ood.score == pytest.approx(expected.score, abs=1e-6)
+
+    def broken(canon):
+        raise RuntimeError("check failed")
+
+    monkeypatch.setattr(predictor.ood, "check", broken)
+    with pytest.raises(RuntimeError, match="check failed"):
+        predictor.predict(data)
+    monkeypatch.setattr(predictor.ood, "check", spy)
+    assert predictor.predict(data).ood.flagged
 
 
 def test_folder_without_the_check_loads_and_says_so(plain: Predictor, plain_folder: Path) -> None:

@@ -158,7 +158,7 @@ def test_config_round_trip_through_json() -> None:
     assert data["mean"] == [0.1, 0.2, 0.3]
     back = PreprocessConfig.from_dict(data)
     assert back == cfg
-    assert PreprocessConfig.from_dict({}) == PreprocessConfig()
+    assert PreprocessConfig.from_dict({}) == PreprocessConfig(slice_fill=False)  # what a config without it meant
 
 
 def test_config_unknown_keys_are_rejected() -> None:

@@ -34,8 +34,9 @@ FIELD_HELP: dict[str, str] = {
     "translate": "max shift, fraction of the size",
 }
 """Help for fields of dataclasses defined elsewhere (a field's own ``metadata["help"]`` wins)."""
-BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu"}
-"""Fields added later, with what a record written before them means (every earlier run was on the CPU)."""
+BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", "slice_fill": False}
+"""Fields added later, with what a record written before them means (every earlier run was on the CPU,
+and painted no canvas)."""
 
 IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "data and output",
@@ -47,7 +48,7 @@ IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "publishing",
 )
 _PRE = PreprocessConfig()
-PREPROCESS_FIELDS = ("image_size", "resize", "body_threshold")
+PREPROCESS_FIELDS = ("image_size", "resize", "body_threshold", "slice_fill", "slice_deskew")
 """The :class:`PreprocessConfig` fields a run sets from its flags (the rest keep their defaults)."""
 
 C = TypeVar("C", bound="RunConfig")
@@ -131,6 +132,18 @@ class RunConfig:
     image_size: int = field(default=_PRE.image_size, metadata=cli(group=PRE))
     resize: str = field(default=_PRE.resize, metadata=cli(group=PRE, choices=RESIZE_POLICIES))
     body_threshold: int = field(default=_PRE.body_threshold, metadata=cli(group=PRE))
+    slice_fill: bool = field(
+        default=_PRE.slice_fill,
+        metadata=cli(
+            "slice_crop_pad: paint canvas reaching into the picture's corners (a slice rotated on a light "
+            "canvas) with the slice's background",
+            group=PRE,
+        ),
+    )
+    slice_deskew: float = field(
+        default=_PRE.slice_deskew,
+        metadata=cli("slice_crop_pad: level a body tilted by up to this many degrees (0 = never)", group=PRE),
+    )
     epochs: int = field(default=30, metadata=cli(group=OPT))
     batch_size: int = field(default=32, metadata=cli(group=OPT))
     lr: float = field(default=1e-4, metadata=cli(group=OPT))

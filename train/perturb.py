@@ -303,6 +303,8 @@ DEV = Suite(
         _p("window flatter 0..255 -> 20..210", "window", _s("window", lo=0, hi=255, out_lo=20, out_hi=210)),
         _p("rotate +4", "rotate", _s("rotate", degrees=4)),
         _p("rotate -8", "rotate", _s("rotate", degrees=-8)),
+        _p("rotate +12", "rotate", _s("rotate", degrees=12)),
+        _p("rotate -7 on white", "rotate", _s("rotate", degrees=-7, fill=255)),
         _p("noise sigma 6", "noise", _s("noise", sigma=6)),
         _p("canvas black + jpeg q70", "combo", _s("canvas", background=0, fill=0.8), fmt="jpeg", quality=70),
         _p(

@@ -95,7 +95,7 @@ def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
     if not (folder / META).is_file() or not (folder / WEIGHTS).is_file():
         raise TeacherError(f"{folder} is not a teacher folder (needs {META} and {WEIGHTS})")
     meta = json.loads((folder / META).read_text())
-    if meta["preprocessing"] != pre_cfg.to_dict():
+    if PreprocessConfig.from_dict(meta["preprocessing"]) != pre_cfg:  # keys added since read as they were meant
         raise TeacherError(
             f"the teacher in {folder} was trained with other preprocessing {meta['preprocessing']}; "
             f"the student uses {pre_cfg.to_dict()}"
