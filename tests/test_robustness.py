@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,23 @@ def test_write_metrics_refuses_a_hub_reference(tmp_path: Path, capsys) -> None:
     argv = ["--model", "user/repo", "--data-dir", str(data), "--write-metrics"]
     assert robustness.main(argv) == 2
     assert "--write-metrics needs a local model folder, not a Hub reference" in capsys.readouterr().err
+
+
+def test_the_validation_split_can_be_perturbed_but_not_written(tmp_path: Path, capsys) -> None:
+    """``--split valid`` reads the validation slices (to choose models by) and never writes metrics."""
+    data = tiny_dataset(tmp_path / "data")
+    for path in (data / "test").rglob("0.png"):  # one validation slice a class, two test ones
+        (data / "valid" / path.parent.name).mkdir(parents=True)
+        shutil.copy(path, data / "valid" / path.parent.name / path.name)
+    n_valid = len(list((data / "valid").rglob("*.png")))
+    folder = model_folder(tmp_path / "model")
+    argv = ["--model", str(folder), "--data-dir", str(data), "--only", "jpeg q75", "--out", str(tmp_path / "r.json")]
+    assert robustness.main([*argv, "--split", "valid"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["split"] == "valid" and report["n"] == n_valid < len(list((data / "test").rglob("*.png")))
+    assert "valid split" in capsys.readouterr().out
+    assert robustness.main([*argv, "--split", "valid", "--write-metrics"]) == 2
+    assert "--write-metrics stores the test split's figures" in capsys.readouterr().err
 
 
 def test_predictions_are_those_of_predictor_predict_on_the_perturbed_file(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ the model's stored policy) and :meth:`Predictor.probabilities_canonical` (normal
 The report gives accuracy, macro-F1 and cancer-subtype macro-F1 for the clean files and for each
 perturbation, the drop from clean, and the worst case; ``--write-metrics`` stores it in the model
 folder's ``metrics.json`` (``robustness``), where the evaluation tab and the card show it.
+``--split valid`` perturbs the validation slices instead: a robustness figure to choose between
+models by, without reading the test split.
 """
 
 from __future__ import annotations
@@ -225,7 +227,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1, help="processes that perturb and decode")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the forward passes")
-    p.add_argument("--limit", type=int, help="only the first N test slices of each class")
+    p.add_argument(
+        "--split",
+        choices=["test", "valid"],
+        default="test",
+        help="the slices perturbed: test to report, valid to choose between models without reading test",
+    )
+    p.add_argument("--limit", type=int, help="only the first N slices of each class")
     p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, help="allowed macro-F1 drop")
     p.add_argument(
         "--write-metrics",
@@ -261,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.write_metrics and parse_model_ref(args.model).is_hub:
             raise ModelLoadError("--write-metrics needs a local model folder, not a Hub reference")
+        if args.write_metrics and args.split != "test":
+            raise DatasetError("--write-metrics stores the test split's figures: drop --split valid")
         predictor = Predictor.from_ref(args.model)
         if tuple(predictor.class_names) != CLASS_NAMES:
             raise ModelLoadError(f"the model's classes {predictor.class_names} differ from {list(CLASS_NAMES)}")
-        samples = limit_per_class(scan_dataset(args.data_dir, ("test",))["test"], args.limit)
+        samples = limit_per_class(scan_dataset(args.data_dir, (args.split,))[args.split], args.limit)
         perturbations = select(args.suite, args.only)
         if not perturbations:
             raise DatasetError(f"no perturbation in suite {args.suite!r} matches {args.only}")
@@ -283,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         "model": predictor.loaded.description,
         "preprocessing": predictor.cfg.to_dict(),
         "suite": args.suite,
+        "split": args.split,
         **result,
     }
-    print(f"model: {result['model']} (framing: {predictor.cfg.resize})")
+    print(f"model: {result['model']} (framing: {predictor.cfg.resize}; {args.split} split)")
     print(format_report(result))
     if args.out:
         write_json(args.out, result)
