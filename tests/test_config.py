@@ -128,6 +128,7 @@ def test_an_old_record_reads_back() -> None:
     assert cfg.to_json() == {
         "device": "cpu",  # fields added later, with what their absence means
         "slice_fill": False,
+        "slice_deskew": 0.0,
         "precision": "auto",
         "ood_check": True,
         **added_later,

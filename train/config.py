@@ -34,9 +34,9 @@ FIELD_HELP: dict[str, str] = {
     "translate": "max shift, fraction of the size",
 }
 """Help for fields of dataclasses defined elsewhere (a field's own ``metadata["help"]`` wins)."""
-BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", "slice_fill": False}
+BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", "slice_fill": False, "slice_deskew": 0.0}
 """Fields added later, with what a record written before them means (every earlier run was on the CPU,
-and painted no canvas)."""
+painted no canvas and levelled no slice)."""
 
 IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "data and output",
