@@ -34,6 +34,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from lungdemo.framing_fill import corner_fill, painted
+
 logger = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
@@ -240,30 +242,6 @@ def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: f
     return (whole, -1) if box == whole else (box, colour)
 
 
-def corner_fill(view: np.ndarray, colours: list[int], tolerance: float) -> tuple[np.ndarray, int] | None:
-    """The canvas reaching into the corners of a picture, and the gray to paint it with.
-
-    A slice rotated on a light canvas leaves wedges of the canvas colour in the corners of its
-    picture. A corner region counts when it is within ``tolerance`` of a canvas colour stripped
-    around the picture, so a slice without a canvas is never touched. The mask grows by a pixel to
-    take the blended edge of the rotation; the paint is the picture's darkest gray outside it (the
-    air around the body). ``None`` when no corner holds canvas.
-    """
-    corners = [(0, 0), (0, -1), (-1, 0), (-1, -1)]
-    mask = np.zeros(view.shape, dtype=bool)
-    for colour in dict.fromkeys(colours):
-        near = np.abs(view.astype(np.int16) - colour) <= tolerance
-        if not any(near[c] for c in corners):
-            continue
-        labels, _ = ndi.label(near)
-        touching = {int(labels[c]) for c in corners} - {0}
-        mask |= np.isin(labels, list(touching))
-    if not mask.any() or mask.all():
-        return None
-    mask = ndi.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
-    return mask, int(np.percentile(view[~mask], 1)) if (~mask).any() else 0
-
-
 def body_angle(body: np.ndarray) -> float | None:
     """The body's orientation in degrees, counter-clockwise as displayed, from its second moments.
 
@@ -389,7 +367,7 @@ def frame_slice(
     params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
     found = find_slice(np.asarray(gray), **params, fill=fill)
     if found.fill is not None:
-        gray = _painted(gray, found)
+        gray = painted(gray, found.picture, found.fill, found.fill_value)
     if deskew <= 0 or found.angle is None or not MIN_DESKEW <= abs(found.angle) <= deskew:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-found.angle, resample=Image.Resampling.BILINEAR, expand=True)
@@ -398,12 +376,3 @@ def frame_slice(
         return gray.crop(found.box), found
     found.deskewed = found.angle
     return picture.crop(level_found.box), found
-
-
-def _painted(gray: Image.Image, found: Framing) -> Image.Image:
-    """``gray`` with the canvas in its picture's corners painted (``found.fill``)."""
-    left, top, right, bottom = found.picture
-    pixels = np.array(gray)
-    view = pixels[top:bottom, left:right]
-    view[found.fill] = found.fill_value
-    return Image.fromarray(pixels)

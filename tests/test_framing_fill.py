@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lungdemo.framing import corner_fill, find_slice, frame_slice
+from lungdemo.framing import find_slice, frame_slice
+from lungdemo.framing_fill import corner_fill
 from lungdemo.preprocessing import PreprocessConfig, canonical_image, decode_image
 from tests.test_framing import BODY, on_frame, slice_image
 
