@@ -297,9 +297,9 @@ def find_slice(
         view = view[t0:b0, l0:r0]
     picture = (left, top, left + view.shape[1], top + view.shape[0])
     result = Framing(picture, picture=picture, canvases=canvases)
-    painted = corner_fill(view, canvases, tolerance) if fill and canvases else None
-    if painted is not None:
-        result.fill, result.fill_value = painted
+    corners = corner_fill(view, canvases, tolerance) if fill and canvases else None
+    if corners is not None:
+        result.fill, result.fill_value = corners
         view = np.where(result.fill, np.uint8(result.fill_value), view)
     found = _body_box(view, threshold, opening, keep, level)
     if found is None:

@@ -131,14 +131,13 @@ class Predictor:
         The check's backbone runs in its own thread while the classifier runs in this one: at batch
         1 neither keeps both cores busy, so side by side they cost little more than the classifier.
         """
-        if self._beside is None:
+        if self.ood is None or self._beside is None:
             return [(row, None) for row in self.probabilities_canonical(canon).tolist()]
-        checking = self._beside.submit(self.check_canonical, canon)
+        checking = self._beside.submit(self.ood.check, canon)
         try:
             probs = self.probabilities_canonical(canon).tolist()
         finally:
             checked = checking.result()  # never leave the check running on its own; its error wins
-        assert checked is not None
         return list(zip(probs, checked, strict=True))
 
     def prediction(self, probs: list[float], notes: list[str], result: OODResult | None) -> Prediction:

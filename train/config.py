@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from lungdemo.device import DEFAULT_DEVICE, DEVICE_CHOICES, PRECISION_CHOICES
-from lungdemo.preprocessing import RESIZE_POLICIES, PreprocessConfig
+from lungdemo.preprocessing import RESIZE_POLICIES, SAVED_BEFORE, PreprocessConfig
 from train.augment import AugmentConfig
 from train.data import DEFAULT_CACHE_DIR
 
@@ -34,7 +34,7 @@ FIELD_HELP: dict[str, str] = {
     "translate": "max shift, fraction of the size",
 }
 """Help for fields of dataclasses defined elsewhere (a field's own ``metadata["help"]`` wins)."""
-BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", "slice_fill": False, "slice_deskew": 0.0}
+BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", **SAVED_BEFORE, "slice_deskew": 0.0}
 """Fields added later, with what a record written before them means (every earlier run was on the CPU,
 painted no canvas and levelled no slice)."""
 
