@@ -19,7 +19,9 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
    rotated on a light canvas) is first painted with the picture's own background, so neither the
    body step nor the model sees light wedges;
 3. optionally (``deskew``, :func:`frame_slice`) levels a tilted body: its axis from the second
-   moments, rotated back when within the limit.
+   moments, rotated back when within the limit. With ``keep_tilt``, tilts the training slices
+   have themselves are left alone and a larger one is only turned back to that tilt, so a clean
+   slice is never resampled and a turned upload comes back into the range the model has seen.
 
 Nothing here raises on odd input: an empty, uniform or tiny image gives the whole image back,
 with a note saying so.
@@ -28,6 +30,7 @@ with a note saying so.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,12 +57,20 @@ MIN_SIDE = 8
 MIN_ECCENTRICITY = 0.1
 """Bodies rounder than this (0 is a disc, 1 a line) have no axis to level: the dataset's are 0.12..0.6."""
 MIN_DESKEW = 1.0
-"""Tilts under this many degrees are left alone: not worth a resampling of the slice."""
+"""Turns under this many degrees are not made: not worth a resampling of the slice."""
 WORK_SIDE = 512
 """Images with a longer side are searched at a size reduced by a whole factor: fast, and bounded in memory."""
 REFINE_MARGIN = 0.05
 """The body is looked for a second time in its first box grown by this share on each side."""
 NOTE_NO_BODY = "no slice found in the image (it is empty, uniform or tiny): the whole image was used"
+
+
+def turned_note(angle: float, turn: float) -> str:
+    """What the page says when a tilted slice was turned before it was classified."""
+    return (
+        f"the slice is tilted by {angle:+.0f} degrees: it was turned to {angle - turn:+.0f} degrees, "
+        "within the tilts of the training slices, before it was classified"
+    )
 
 
 @dataclass
@@ -82,7 +93,14 @@ class Framing:
 
 
 def slice_problems(
-    tolerance: float, opening: float, keep: float, level: float, deskew: float = 0.0, *, prefix: str = "slice_"
+    tolerance: float,
+    opening: float,
+    keep: float,
+    level: float,
+    deskew: float = 0.0,
+    keep_tilt: float = 0.0,
+    *,
+    prefix: str = "slice_",
 ) -> list[str]:
     """What is wrong with a set of parameters (empty when they are valid)."""
     problems = []
@@ -96,6 +114,10 @@ def slice_problems(
         problems.append(f"{prefix}level must be in 0..1, got {level!r}")
     if not 0 <= deskew <= 45:
         problems.append(f"{prefix}deskew must be in 0..45 degrees, got {deskew!r}")
+    if not 0 <= keep_tilt <= 45:
+        problems.append(f"{prefix}deskew_keep must be in 0..45 degrees, got {keep_tilt!r}")
+    elif keep_tilt > 0 and keep_tilt >= deskew:
+        problems.append(f"{prefix}deskew_keep ({keep_tilt!r}) must be below {prefix}deskew ({deskew!r})")
     return problems
 
 
@@ -356,23 +378,29 @@ def frame_slice(
     keep: float = 0.1,
     level: float = 0.5,
     deskew: float = 0.0,
+    keep_tilt: float = 0.0,
     fill: bool = False,
 ) -> tuple[Image.Image, Framing]:
     """The slice cut out of a grayscale ("L") image, straightened when ``deskew`` allows.
 
     With ``fill``, canvas in the picture's corners is painted first (:func:`corner_fill`). With
-    ``deskew`` > 0, a body tilted by at most that many degrees is rotated level (black fill)
-    inside its picture and its box found again; a tilt beyond it is left alone.
+    ``deskew`` > 0, a body tilted by at most that many degrees is turned (black fill) inside its
+    picture and its box found again; a tilt beyond it is left alone. The turn brings the tilt
+    to ``keep_tilt`` (0: level); a tilt within ``keep_tilt`` is not turned at all.
     """
     params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
     found = find_slice(np.asarray(gray), **params, fill=fill)
     if found.fill is not None:
         gray = painted(gray, found.picture, found.fill, found.fill_value)
-    if deskew <= 0 or found.angle is None or not MIN_DESKEW <= abs(found.angle) <= deskew:
+    if deskew <= 0 or found.angle is None or abs(found.angle) > deskew:
         return gray.crop(found.box), found
-    picture = gray.crop(found.picture).rotate(-found.angle, resample=Image.Resampling.BILINEAR, expand=True)
+    turn = found.angle - math.copysign(min(keep_tilt, abs(found.angle)), found.angle)
+    if abs(turn) < MIN_DESKEW:
+        return gray.crop(found.box), found
+    picture = gray.crop(found.picture).rotate(-turn, resample=Image.Resampling.BILINEAR, expand=True)
     level_found = find_slice(np.asarray(picture), **params)
     if level_found.notes:
         return gray.crop(found.box), found
-    found.deskewed = found.angle
+    found.deskewed = turn
+    found.notes.append(turned_note(found.angle, turn))
     return picture.crop(level_found.box), found

@@ -91,3 +91,31 @@ def save_figure(fig: Figure, path: Path) -> Path:
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+CONFUSION_FIGURES = (
+    ("test", "confusion_matrix.png", "official test split"),
+    ("test_leakage_free", "confusion_matrix_leakage_free.png", "leakage-free test"),
+    ("validation", "confusion_matrix_validation.png", "validation split"),
+)
+RELIABILITY_FIGURES = (
+    ("validation", "reliability_validation.png", "validation"),
+    ("test", "reliability_test.png", "official test"),
+)
+
+
+def metrics_figures(metrics: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """The confusion matrices and reliability diagrams of ``metrics.json``, saved in ``folder`` by file name.
+
+    Training and ``train.export`` both draw them from the metrics they write, so a folder's
+    pictures always show its own figures.
+    """
+    figures = {}
+    for key, name, title in CONFUSION_FIGURES:
+        if key in metrics:
+            fig = confusion_matrix_figure(metrics[key]["confusion_matrix"], metrics["class_names"], title)
+            figures[name] = save_figure(fig, folder / name)
+    for key, name, title in RELIABILITY_FIGURES:
+        if key in metrics and "calibration" in metrics[key]:
+            figures[name] = save_figure(reliability_figure(metrics[key]["calibration"], title), folder / name)
+    return figures

@@ -47,7 +47,8 @@ class PreprocessConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     # slice_crop_pad only (see lungdemo.framing): canvas tolerance in gray levels, opening as a share of the
     # image side, the area share of the largest component that still counts as body, the body level's share of
-    # the way from the background to Otsu's threshold, the largest tilt straightened (degrees), and whether canvas in
+    # the way from the background to Otsu's threshold, the largest tilt straightened (degrees), the tilt it is turned
+    # back to (and within which a slice is left alone: the training slices' own tilts), and whether canvas in
     # the picture's corners (a slice rotated on a light canvas) is painted with the slice's background (read as
     # False from folders saved before it existed, so they keep their behaviour: ``SAVED_BEFORE``)
     slice_tolerance: int = 12
@@ -55,6 +56,7 @@ class PreprocessConfig:
     slice_keep: float = 0.1
     slice_level: float = 0.5
     slice_deskew: float = 0.0
+    slice_deskew_keep: float = 0.0
     slice_fill: bool = True
 
     def __post_init__(self) -> None:
@@ -76,7 +78,12 @@ class PreprocessConfig:
         if any(s <= 0 for s in self.std):
             problems.append(f"std values must be positive, got {list(self.std)}")
         problems += slice_problems(
-            self.slice_tolerance, self.slice_opening, self.slice_keep, self.slice_level, self.slice_deskew
+            self.slice_tolerance,
+            self.slice_opening,
+            self.slice_keep,
+            self.slice_level,
+            self.slice_deskew,
+            self.slice_deskew_keep,
         )
         if not isinstance(self.slice_fill, bool):
             problems.append(f"slice_fill must be true or false, got {self.slice_fill!r}")
@@ -147,6 +154,7 @@ def canonical_image(gray: Image.Image, cfg: PreprocessConfig, notes: list[str] |
             keep=cfg.slice_keep,
             level=cfg.slice_level,
             deskew=cfg.slice_deskew,
+            keep_tilt=cfg.slice_deskew_keep,
             fill=cfg.slice_fill,
         )
         if notes is not None:

@@ -129,6 +129,7 @@ def test_an_old_record_reads_back() -> None:
         "device": "cpu",  # fields added later, with what their absence means
         "slice_fill": False,
         "slice_deskew": 0.0,
+        "slice_deskew_keep": 0.0,
         "precision": "auto",
         "ood_check": True,
         **added_later,

@@ -24,8 +24,8 @@ from tests.conftest import fake_metrics, make_model
 from tests.training_helpers import error_line, fake_dataset, mirror_subset
 from train import export as export_mod
 from train.data import CLASS_NAMES, scan_dataset
-from train.export import ExportError, cast_model, export
-from train.scoring import evaluate_test
+from train.export import ExportError, cast_model, export, parse_framing
+from train.scoring import evaluate_test, evaluate_validation
 
 COMMAND = "python -m train.export src dst"
 
@@ -125,6 +125,54 @@ def test_export_of_a_clear_model_agrees_fully_and_stores_float16(data: Path, tmp
         assert torch.equal(model.state_dict()[key], value.half().float()), key
     metrics = json.loads((dst / "metrics.json").read_text())
     assert metrics["test"]["per_class"]["large_cell_carcinoma"]["recall"] == 1.0
+
+
+def test_framing_options_are_parsed_strictly() -> None:
+    assert parse_framing(["slice_deskew=25", "slice_deskew_keep=4", "slice_fill=TRUE"]) == {
+        "slice_deskew": 25.0,
+        "slice_deskew_keep": 4.0,
+        "slice_fill": True,
+    }
+    for bad, says in (
+        ("image_size=64", "KEY one of slice_fill, slice_deskew, slice_deskew_keep"),
+        ("slice_deskew", "KEY=VALUE"),
+        ("slice_deskew=a lot", "needs a number of degrees"),
+        ("slice_fill=yes", "true or false"),
+    ):
+        with pytest.raises(ExportError, match=says):
+            parse_framing([bad])
+
+
+def test_export_with_a_new_framing_scores_again_and_leaves_stale_parts_out(data: Path, tmp_path: Path) -> None:
+    src = model_folder(tmp_path / "src", decided_model(margin=0.1))
+    source = json.loads((src / "metrics.json").read_text())
+    source |= {"robustness": {"clean": 0.5}, "ood": {"auroc": 1.0}}
+    (src / "metrics.json").write_text(json.dumps(source))
+    for name in OOD_FILES:
+        (src / name).write_text("fitted on the old framing")
+    (src / "confusion_matrix.png").write_bytes(b"drawn from the old metrics")
+    (src / "training_curves.png").write_bytes(b"the training run's curves")
+    framing = {"slice_deskew": 25.0, "slice_deskew_keep": 4.0}
+    info = export(src, tmp_path / "dst", "float16", data, tmp_path / "cache", 1.0, COMMAND, framing)
+    assert info["framing_changed"] == {"slice_deskew": [0.0, 25.0], "slice_deskew_keep": [0.0, 4.0]}
+    assert info["validation_macro_f1_before"] == source["validation"]["macro"]["f1"]
+    dst = load_model(tmp_path / "dst")
+    assert (dst.model.preprocess_config.slice_deskew, dst.model.preprocess_config.slice_deskew_keep) == (25.0, 4.0)
+    metrics = json.loads((tmp_path / "dst" / "metrics.json").read_text())
+    assert "robustness" not in metrics and "ood" not in metrics
+    assert metrics["validation"] == evaluate_validation(dst.model, scan_dataset(data), cache_dir=tmp_path / "cache")
+    assert not any((tmp_path / "dst" / name).exists() for name in OOD_FILES)  # to be fitted again
+    assert Predictor(dst).ood is None
+    for name in ("confusion_matrix.png", "confusion_matrix_leakage_free.png", "reliability_test.png"):
+        assert (tmp_path / "dst" / name).read_bytes().startswith(b"\x89PNG"), name  # drawn from the new metrics
+    assert (tmp_path / "dst" / "training_curves.png").read_bytes() == b"the training run's curves"
+
+
+def test_export_refuses_a_framing_that_does_not_hold_together(data: Path, tmp_path: Path) -> None:
+    src = model_folder(tmp_path / "src", decided_model(margin=0.1))
+    with pytest.raises(ExportError, match=r"slice_deskew_keep \(4.0\) must be below slice_deskew \(0.0\)"):
+        export(src, tmp_path / "dst", "float16", data, tmp_path / "cache", 1.0, COMMAND, {"slice_deskew_keep": 4.0})
+    assert not (tmp_path / "dst").exists()
 
 
 @pytest.mark.integration

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from lungdemo.framing import NOTE_NO_BODY, body_angle, find_slice, frame_slice, otsu_threshold
+from lungdemo.loading import SHIPPED_MODEL_DIR
 from lungdemo.preprocessing import (
     PreprocessConfig,
     _pad_to_square,
@@ -238,6 +242,32 @@ def test_deskew_levels_a_tilted_slice_within_its_limit() -> None:
     assert found.deskewed == 0 and kept.size == (found.box[2] - found.box[0], found.box[3] - found.box[1])
 
 
+def test_deskew_keep_leaves_the_training_tilts_alone_and_turns_a_larger_one_back_to_them() -> None:
+    straight = slice_image(size=(300, 300), body=(50, 90, 250, 210))
+    for tilt, expected_turn in ((3, 0.0), (-3, 0.0), (12, 8.0), (-12, -8.0)):
+        tilted = straight.rotate(tilt, resample=Image.Resampling.BILINEAR, expand=True)
+        out, found = frame_slice(tilted, deskew=25, keep_tilt=4)
+        assert found.deskewed == pytest.approx(expected_turn, abs=0.5), tilt
+        assert bool(found.notes) == (expected_turn != 0) and all("turned to" in n for n in found.notes), found.notes
+        remaining = find_slice(np.asarray(out)).angle
+        assert remaining == pytest.approx(tilt if expected_turn == 0 else math.copysign(4, tilt), abs=0.7), tilt
+    _, found = frame_slice(straight.rotate(30, expand=True), deskew=25, keep_tilt=4)  # beyond the limit
+    assert found.deskewed == 0
+    _, found = frame_slice(straight.rotate(4.6, expand=True), deskew=25, keep_tilt=4)  # a turn under MIN_DESKEW
+    assert found.deskewed == 0
+
+
+def test_deskew_keep_is_stored_and_checked() -> None:
+    cfg = PreprocessConfig(resize="slice_crop_pad", slice_deskew=25, slice_deskew_keep=4)
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert PreprocessConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "slice_deskew_keep"}) == replace(
+        cfg, slice_deskew_keep=0.0
+    )  # a folder written before the key levels fully, as it always did
+    for bad in ({"slice_deskew_keep": -1}, {"slice_deskew_keep": 25}, {"slice_deskew": 0, "slice_deskew_keep": 4}):
+        with pytest.raises(ValueError, match="slice_deskew_keep"):
+            PreprocessConfig.from_dict({**cfg.to_dict(), **bad})
+
+
 def test_slice_crop_pad_config_round_trip_and_validation() -> None:
     cfg = PreprocessConfig(resize="slice_crop_pad", slice_tolerance=8, slice_level=0.4, slice_deskew=10)
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
@@ -295,3 +325,20 @@ def test_real_slices_in_frames_and_canvases_frame_like_the_file(data_dir: Path) 
         d.text((4, 4), "ANON^PATIENT  W 1500 L -600", fill=(255, 255, 255), font=ImageFont.load_default(size=14))
         d.line([(shot.width - 30, 40), (shot.width - 30, shot.height - 40)], fill=(255, 255, 255))
         assert_box(box_of(shot), shifted(clean, (120, 60)), tol=tol)
+
+
+@pytest.mark.integration
+def test_real_slices_turned_by_an_uploader_come_back_within_the_kept_tilt(data_dir: Path) -> None:
+    """The shipped framing on test slices turned 12 and -18 degrees: each is turned back to its kept tilt."""
+    cfg = PreprocessConfig.from_dict(json.loads((SHIPPED_MODEL_DIR / "config.json").read_text())["preprocessing"])
+    assert cfg.slice_deskew > 18 > 12 > cfg.slice_deskew_keep > 0
+    params = {"deskew": cfg.slice_deskew, "keep_tilt": cfg.slice_deskew_keep, "fill": cfg.slice_fill}
+    for path in _test_files(data_dir, every=40):
+        gray, _ = decode_image(path)
+        own = find_slice(np.asarray(gray), fill=True).angle
+        assert own is not None and abs(own) < 8, path.name  # the dataset's own tilts: within the kept tilt or near it
+        for turn in (12, -18):
+            out, found = frame_slice(gray.rotate(turn, resample=Image.Resampling.BILINEAR, expand=True), **params)
+            left = find_slice(np.asarray(out)).angle
+            assert found.notes and abs(found.deskewed) > 3, (path.name, turn, found.deskewed)
+            assert left is not None and abs(left) <= cfg.slice_deskew_keep + 1.5, (path.name, turn, left)

@@ -242,7 +242,14 @@ def _ood(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(block, dict):
         return None
     pct = {k: f"{block[k]:.1%}" for k in ("corpus_flagged", "in_distribution_flagged") if k in block}
-    return {**block, **{f"{k}_pct": v for k, v in pct.items()}, "auroc_text": _fmt(block.get("auroc"), 4)}
+    command = block.get("command")  # a check fitted at the end of training records the training command
+    refit = command if isinstance(command, str) and command.startswith("python -m train.ood_fit") else None
+    return {
+        **block,
+        **{f"{k}_pct": v for k, v in pct.items()},
+        "auroc_text": _fmt(block.get("auroc"), 4),
+        "refit_command": refit,
+    }
 
 
 def _training(training_args: dict[str, Any]) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ FIELD_HELP: dict[str, str] = {
     "translate": "max shift, fraction of the size",
 }
 """Help for fields of dataclasses defined elsewhere (a field's own ``metadata["help"]`` wins)."""
-BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", **SAVED_BEFORE, "slice_deskew": 0.0}
+BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", **SAVED_BEFORE, "slice_deskew": 0.0, "slice_deskew_keep": 0.0}
 """Fields added later, with what a record written before them means (every earlier run was on the CPU,
 painted no canvas and levelled no slice)."""
 
@@ -48,7 +48,7 @@ IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "publishing",
 )
 _PRE = PreprocessConfig()
-PREPROCESS_FIELDS = ("image_size", "resize", "body_threshold", "slice_fill", "slice_deskew")
+PREPROCESS_FIELDS = ("image_size", "resize", "body_threshold", "slice_fill", "slice_deskew", "slice_deskew_keep")
 """The :class:`PreprocessConfig` fields a run sets from its flags (the rest keep their defaults)."""
 
 C = TypeVar("C", bound="RunConfig")
@@ -143,6 +143,12 @@ class RunConfig:
     slice_deskew: float = field(
         default=_PRE.slice_deskew,
         metadata=cli("slice_crop_pad: level a body tilted by up to this many degrees (0 = never)", group=PRE),
+    )
+    slice_deskew_keep: float = field(
+        default=_PRE.slice_deskew_keep,
+        metadata=cli(
+            "slice_crop_pad: leave tilts up to this many degrees alone and turn a larger one back to it", group=PRE
+        ),
     )
     epochs: int = field(default=30, metadata=cli(group=OPT))
     batch_size: int = field(default=32, metadata=cli(group=OPT))

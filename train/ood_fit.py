@@ -238,6 +238,7 @@ def metrics_summary(check: OODCheck, result: dict[str, Any]) -> dict[str, Any]:
         "false_alarm_rate": check.false_alarm_rate,
         "backbone": check.spec.architecture,
         "validation_flagged_share": check.info.get("validation", {}).get("flagged_share"),
+        "command": check.info.get("command"),
         **result,
     }
 

@@ -75,6 +75,14 @@ def evaluate_test(
     }
 
 
+def evaluate_validation(model: LungAlexNet, splits: dict[str, list[Sample]], *, cache_dir: Path | None = None) -> dict:
+    """Validation metrics, as training reports them for the chosen epoch (the split recipes are chosen on)."""
+    cfg = model.preprocess_config
+    valid = splits["valid"]
+    logits = predict_logits(model, load_images(valid, cfg, cache_dir, desc="decode valid"), cfg)
+    return metrics_for(logits, labels_of(valid), model.class_names, model.temperature)
+
+
 def format_metrics(name: str, m: dict[str, Any]) -> str:
     """A fixed-width table of one metrics dict, for the terminal and the closing notes."""
     ci = m.get("intervals") or {}

@@ -37,7 +37,7 @@ from lungdemo.folder import CONFIG_NAME, METRICS_NAME, write_model_folder
 from lungdemo.loading import LoadedModel, ModelRef
 from lungdemo.model import LungAlexNet
 from lungdemo.ood import OOD_FILES, OODCheck
-from lungdemo.plots import confusion_matrix_figure, reliability_figure, save_figure, training_curves_figure
+from lungdemo.plots import metrics_figures, save_figure, training_curves_figure
 from train import checkpoint as ckpt
 from train.card import render_model_card
 from train.config import TRAINING_ARGS_NAME, TrainConfig
@@ -239,20 +239,7 @@ def write_outputs(
         figures["training_curves.png"] = save_figure(
             training_curves_figure(history, metrics["best_epoch"]), tmpdir / "training_curves.png"
         )
-        for key, name, title in (
-            ("test", "confusion_matrix.png", "official test split"),
-            ("test_leakage_free", "confusion_matrix_leakage_free.png", "leakage-free test"),
-            ("validation", "confusion_matrix_validation.png", "validation split"),
-        ):
-            if key in metrics:
-                fig = confusion_matrix_figure(metrics[key]["confusion_matrix"], metrics["class_names"], title)
-                figures[name] = save_figure(fig, tmpdir / name)
-        for key, name, title in (
-            ("validation", "reliability_validation.png", "validation"),
-            ("test", "reliability_test.png", "official test"),
-        ):
-            if key in metrics and "calibration" in metrics[key]:
-                figures[name] = save_figure(reliability_figure(metrics[key]["calibration"], title), tmpdir / name)
+        figures |= metrics_figures(metrics, tmpdir)
         folder = write_model_folder(
             model,
             out / MODEL_DIR,
