@@ -18,10 +18,10 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
    With ``fill``, the canvas colour reaching into the picture's corners (the fill around a slice
    rotated on a light canvas) is first painted with the picture's own background, so neither the
    body step nor the model sees light wedges;
-3. optionally (``deskew``, :func:`frame_slice`) levels a tilted body: its axis from the second
-   moments, rotated back when within the limit. With ``keep_tilt``, tilts the training slices
-   have themselves are left alone and a larger one is only turned back to that tilt, so a clean
-   slice is never resampled and a turned upload comes back into the range the model has seen.
+3. optionally (``deskew``, :func:`frame_slice`, :mod:`lungdemo.framing_tilt`) levels a tilted
+   body: its axis from the second moments, rotated back when within the limit. With
+   ``keep_tilt``, tilts the training slices mostly have are left alone and a larger one is only
+   turned back to that tilt, so a turned upload comes back into the range the model has seen.
 
 Nothing here raises on odd input: an empty, uniform or tiny image gives the whole image back,
 with a note saying so.
@@ -30,7 +30,6 @@ with a note saying so.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +37,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from lungdemo.framing_fill import corner_fill, painted
+from lungdemo.framing_tilt import body_angle, tilt_turn, turned_note
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +54,11 @@ MIN_BODY_SHARE = 0.002
 """A body smaller than this share of the image is no body: the whole image is used instead."""
 MIN_SIDE = 8
 """Images with a side shorter than this are too small to look into: the whole image is used."""
-MIN_ECCENTRICITY = 0.1
-"""Bodies rounder than this (0 is a disc, 1 a line) have no axis to level: the dataset's are 0.12..0.6."""
-MIN_DESKEW = 1.0
-"""Turns under this many degrees are not made: not worth a resampling of the slice."""
 WORK_SIDE = 512
 """Images with a longer side are searched at a size reduced by a whole factor: fast, and bounded in memory."""
 REFINE_MARGIN = 0.05
 """The body is looked for a second time in its first box grown by this share on each side."""
 NOTE_NO_BODY = "no slice found in the image (it is empty, uniform or tiny): the whole image was used"
-
-
-def turned_note(angle: float, turn: float) -> str:
-    """What the page says when a tilted slice was turned before it was classified."""
-    return (
-        f"the slice is tilted by {angle:+.0f} degrees: it was turned to {angle - turn:+.0f} degrees, "
-        "within the tilts of the training slices, before it was classified"
-    )
 
 
 @dataclass
@@ -264,22 +252,6 @@ def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: f
     return (whole, -1) if box == whole else (box, colour)
 
 
-def body_angle(body: np.ndarray) -> float | None:
-    """The body's orientation in degrees, counter-clockwise as displayed, from its second moments.
-
-    ``None`` when the body is too round for its axis to mean anything. A chest is wider than deep,
-    so a straight slice measures about 0 (the dataset's slices: -7..+6, half within 1.5).
-    """
-    ys, xs = np.nonzero(body)
-    if xs.size < 2:
-        return None
-    x, y = xs - xs.mean(), ys - ys.mean()
-    mu20, mu02, mu11 = float((x * x).mean()), float((y * y).mean()), float((x * y).mean())
-    if mu20 + mu02 <= 0 or np.hypot(mu20 - mu02, 2 * mu11) / (mu20 + mu02) < MIN_ECCENTRICITY:
-        return None
-    return -0.5 * float(np.degrees(np.arctan2(2 * mu11, mu20 - mu02)))  # image rows grow downwards
-
-
 def _body(view: np.ndarray, threshold: int, opening: float, keep: float, level: float) -> np.ndarray:
     return _components(_open(view > body_level(view, threshold, level), _radius(view.shape, opening)), keep)
 
@@ -394,8 +366,8 @@ def frame_slice(
         gray = painted(gray, found.picture, found.fill, found.fill_value)
     if deskew <= 0 or found.angle is None or abs(found.angle) > deskew:
         return gray.crop(found.box), found
-    turn = found.angle - math.copysign(min(keep_tilt, abs(found.angle)), found.angle)
-    if abs(turn) < MIN_DESKEW:
+    turn = tilt_turn(found.angle, keep_tilt)
+    if turn == 0:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-turn, resample=Image.Resampling.BILINEAR, expand=True)
     level_found = find_slice(np.asarray(picture), **params)
