@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lungdemo.loading import ModelLoadError
+from lungdemo.ood_onnx import onnx_extractor
 from lungdemo.preprocessing import PreprocessConfig
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,10 @@ class Features(nn.Module):
         super().__init__()
         self.spec = spec
         self.backbone = backbone
-        self.extract = frozen_extractor(backbone, spec) if freeze else backbone.extract_features
+        onnx = onnx_extractor(_Extract(backbone), spec.input_size) if freeze else None
+        self.engine = "onnxruntime" if onnx is not None else "torchscript" if freeze else "pytorch"
+        """What runs the backbone: ONNX Runtime where installed, else TorchScript (frozen) or eager PyTorch."""
+        self.extract = onnx or (frozen_extractor(backbone, spec) if freeze else backbone.extract_features)
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -186,7 +190,7 @@ class Features(nn.Module):
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x.expand(-1, len(self.spec.mean), -1, -1) - self.mean) / self.std
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.contiguous_format if self.engine == "onnxruntime" else torch.channels_last)
         cells = F.adaptive_avg_pool2d(self.extract(x), GRID)  # (N, D, GRID, GRID)
         return cells.flatten(2).transpose(1, 2)
 
