@@ -36,12 +36,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from lungdemo.framing_fill import corner_fill, painted
+from lungdemo.framing_fill import Box, corner_fill, painted
 from lungdemo.framing_tilt import body_angle, tilt_turn, turned_note
 
 logger = logging.getLogger(__name__)
 
-Box = tuple[int, int, int, int]
 """(left, top, right, bottom), right and bottom exclusive, as PIL's ``crop`` takes it."""
 
 MAX_CANVAS_PASSES = 4
@@ -364,9 +363,8 @@ def frame_slice(
     found = find_slice(np.asarray(gray), **params, fill=fill)
     if found.fill is not None:
         gray = painted(gray, found.picture, found.fill, found.fill_value)
-    if deskew <= 0 or found.angle is None or abs(found.angle) > deskew:
-        return gray.crop(found.box), found
-    turn = tilt_turn(found.angle, keep_tilt)
+    angle = found.angle
+    turn = tilt_turn(angle, keep_tilt) if deskew > 0 and angle is not None and abs(angle) <= deskew else 0.0
     if turn == 0:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-turn, resample=Image.Resampling.BILINEAR, expand=True)
@@ -374,5 +372,5 @@ def frame_slice(
     if level_found.notes:
         return gray.crop(found.box), found
     found.deskewed = turn
-    found.notes.append(turned_note(found.angle, turn))
+    found.notes.append(turned_note(angle, turn))
     return picture.crop(level_found.box), found

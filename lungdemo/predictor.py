@@ -128,8 +128,8 @@ class Predictor:
     def forward_canonical(self, canon: torch.Tensor) -> list[tuple[list[float], OODResult | None]]:
         """Probabilities and the check's verdict for each canonical slice of a batch (one pass each).
 
-        The check's backbone runs in its own thread while the classifier runs in this one: at batch
-        1 neither keeps both cores busy, so side by side they cost little more than the classifier.
+        The check runs in its own thread while the classifier runs in this one; its error, if any,
+        reaches the caller.
         """
         if self.ood is None or self._beside is None:
             return [(row, None) for row in self.probabilities_canonical(canon).tolist()]
