@@ -229,6 +229,31 @@ def test_training_args_fill_training_and_reproduce(tmp_path: Path) -> None:
     assert args["export_command"] in text
 
 
+def test_a_warm_start_distilled_from_two_teachers_lists_every_step(tmp_path: Path) -> None:
+    second = {**TEACHER, "architecture": "other-teacher", "command": "python -m train.teacher --out runs/t3"}
+    args = {
+        "command": "python -m train --pretrained runs/kd2/model --teacher runs/teacher runs/t3",
+        "pretrained": {
+            "pretrained": "runs/kd2/model",
+            "warm_start": True,
+            "source_command": "python -m train --out runs/kd2 --pretrained none",
+            "source_pretrained": {"pretrained": "none"},
+        },
+        "teacher": [TEACHER, second],
+    }
+    text = render_model_card(folder_with(tmp_path, metrics=fake_metrics(), training_args=args))
+    assert "every weight was initialised from that run's model folder, which was trained from scratch" in text
+    assert "knowledge distillation from an ensemble of 2 ImageNet-pretrained teachers." in text
+    assert "teacher 1: tiny-teacher, validation macro-F1 0.891; teacher 2: other-teacher" in text
+    reproduce = text.split("## How to reproduce", 1)[1]
+    steps = re.findall(r"^(\d)\. (\S+ \S+ \S+)", reproduce, flags=re.M)
+    assert [s for _, s in steps][2:5] == ["Fine-tune the distillation", "Fine-tune the distillation", "Train the run"]
+    assert "teacher 2 of 2 first" in reproduce and "`python -m train --out runs/kd2 --pretrained none`" in reproduce
+    assert (
+        reproduce.index("runs/t3`") < reproduce.index("runs/kd2 --pretrained none") < reproduce.index(args["command"])
+    )
+
+
 def test_imagenet_start_and_temperature(tmp_path: Path) -> None:
     folder = folder_with(tmp_path, training_args={"pretrained": {"pretrained": "imagenet", "weights": "IMAGENET1K"}})
     config = json.loads((folder / "config.json").read_text())

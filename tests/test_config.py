@@ -86,12 +86,20 @@ def test_a_field_added_to_the_augment_config_becomes_a_flag() -> None:
 def test_json_round_trip_keeps_the_types() -> None:
     cfg = parse("--teacher", "runs/teacher", "--mixup", "0.2", "--push-to-hub", "user/repo", "--no-calibrate")
     data = json.loads(json.dumps(cfg.to_json()))  # through real JSON text
-    assert data["teacher"] == "runs/teacher" and data["rotate_deg"] == 10.0 and "augment" not in data
+    assert data["teacher"] == ["runs/teacher"] and data["rotate_deg"] == 10.0 and "augment" not in data
     back = TrainConfig.from_json(data)
     assert back == cfg
     assert isinstance(back.data_dir, Path) and isinstance(back.out, Path) and isinstance(back.cache_dir, Path)
-    assert isinstance(back.teacher, Path) and back.teacher == Path("runs/teacher")
-    assert TrainConfig.from_json(parse().to_json()).teacher is None
+    assert back.teacher == (Path("runs/teacher"),)
+    assert TrainConfig.from_json(parse().to_json()).teacher == ()
+
+
+def test_several_teachers_are_one_flag_and_round_trip() -> None:
+    cfg = parse("--teacher", "runs/t2", "runs/t3")
+    assert cfg.teacher == (Path("runs/t2"), Path("runs/t3"))
+    assert TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    # a record written when --teacher took one folder reads back as that one teacher
+    assert TrainConfig.from_json({**cfg.to_json(), "teacher": "runs/t2"}).teacher == (Path("runs/t2"),)
 
 
 OLD_RECORD = Path(__file__).parent / "data" / "kd1_training_args.json"
@@ -102,7 +110,14 @@ def test_the_shipped_training_args_read_back_exactly() -> None:
     record = json.loads((SHIPPED_MODEL_DIR / TRAINING_ARGS_NAME).read_text())
     cfg = TrainConfig.from_json(record["args"])
     written = cfg.to_json()
-    assert {key: written[key] for key in record["args"]} == record["args"]
+    # one teacher is written as a list of one since --teacher takes several
+    as_now = {
+        **record["args"],
+        "teacher": [record["args"]["teacher"]]
+        if isinstance(record["args"].get("teacher"), str)
+        else record["args"].get("teacher"),
+    }
+    assert {key: written[key] for key in record["args"]} == as_now
     assert set(written) - set(record["args"]) <= set(BEFORE_THE_FIELD)  # fields added since, as they were meant
     assert cfg.augment == AugmentConfig(**record["augmentation"])
 
@@ -112,7 +127,7 @@ def test_an_old_record_reads_back() -> None:
     record = json.loads(OLD_RECORD.read_text())
     stored = record["args"]
     cfg = TrainConfig.from_json(stored)
-    assert cfg.teacher == Path(stored["teacher"]) and cfg.data_dir == Path(stored["data_dir"])
+    assert cfg.teacher == (Path(stored["teacher"]),) and cfg.data_dir == Path(stored["data_dir"])
     assert cfg.augment == AugmentConfig(**record["augmentation"])
     assert cfg.augment.rotate_deg == stored["rotate"]
     assert (cfg.hidden, cfg.epochs, cfg.distill_alpha, cfg.patience) == (
@@ -135,6 +150,7 @@ def test_an_old_record_reads_back() -> None:
         **added_later,
         **{k: v for k, v in stored.items() if k != "rotate"},
         "rotate_deg": stored["rotate"],
+        "teacher": [stored["teacher"]],  # --teacher takes several folders now
     }
 
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from lungdemo.errors import LungdemoError
-from tests.conftest import make_model
+from tests.conftest import make_model, make_model_folder
 from train.pretrained import PretrainedError, apply_pretrained, read_state_dict
 
 
@@ -52,3 +52,24 @@ def test_a_safetensors_state_dict_is_read_as_is(tmp_path: Path) -> None:
 
 def test_pretrained_errors_are_what_the_command_lines_catch() -> None:
     assert issubclass(PretrainedError, LungdemoError) and issubclass(PretrainedError, RuntimeError)
+
+
+def test_a_trained_model_folder_is_a_warm_start_of_every_weight(tmp_path: Path) -> None:
+    source = make_model_folder(tmp_path / "src", seed=3)
+    (source / "training_args.json").write_text(
+        '{"command": "python -m train --out runs/src", "pretrained": {"pretrained": "none"}}'
+    )
+    model = make_model(seed=4)
+    record = apply_pretrained(model, str(source))
+    want = make_model(seed=3).state_dict()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())  # head included
+    assert record["warm_start"] is True and record["source_command"] == "python -m train --out runs/src"
+
+
+def test_a_warm_start_from_another_head_says_what_differs(tmp_path: Path) -> None:
+    source = make_model_folder(tmp_path / "src", hidden=16)
+    with pytest.raises(PretrainedError, match=r"hidden=16; this run has .* hidden=32"):
+        apply_pretrained(make_model(), str(source))
+    (source / "config.json").unlink()
+    with pytest.raises(PretrainedError, match=re.escape(f"--pretrained {source}")):
+        apply_pretrained(make_model(), str(source))

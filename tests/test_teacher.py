@@ -15,7 +15,7 @@ from lungdemo.preprocessing import PreprocessConfig
 from tests.training_helpers import error_line, fake_dataset
 from train import teacher as teacher_mod
 from train.config import TeacherConfig
-from train.teacher import TeacherError, build_teacher, load_teacher
+from train.teacher import TeacherEnsemble, TeacherError, build_teacher, load_teacher, load_teachers
 
 ARGS = ["--image-size", "64", "--batch-size", "4", "--threads", "1"]
 
@@ -52,6 +52,37 @@ def test_teacher_with_other_preprocessing_is_refused(tmp_path: Path) -> None:
     assert isinstance(load_teacher(tmp_path, PreprocessConfig(image_size=64)), torch.nn.Module)
     with pytest.raises(TeacherError, match="was trained with other preprocessing"):
         load_teacher(tmp_path, PreprocessConfig(image_size=96))
+
+
+def _teacher_folder(folder: Path, pre: PreprocessConfig, seed: int) -> Path:
+    folder.mkdir()
+    (folder / teacher_mod.META).write_text(json.dumps({"preprocessing": pre.to_dict(), "class_names": list("abcd")}))
+    torch.manual_seed(seed)
+    ckpt.save_weights(build_teacher(4, imagenet=False).state_dict(), folder / teacher_mod.WEIGHTS)
+    return folder
+
+
+def test_a_teacher_framed_with_other_framing_knobs_is_given_the_students_views(tmp_path: Path) -> None:
+    student = PreprocessConfig(image_size=64, resize="slice_crop_pad", slice_deskew=25, slice_deskew_keep=4)
+    folder = _teacher_folder(tmp_path / "t", PreprocessConfig(image_size=64, resize="slice_crop_pad"), 0)
+    assert isinstance(load_teacher(folder, student), torch.nn.Module)
+    with pytest.raises(TeacherError, match="was trained with other preprocessing"):  # another resize policy
+        load_teacher(folder, PreprocessConfig(image_size=64, resize="pad"))
+
+
+def test_several_teachers_average_their_logits(tmp_path: Path) -> None:
+    pre = PreprocessConfig(image_size=64)
+    a, b = _teacher_folder(tmp_path / "a", pre, 1), _teacher_folder(tmp_path / "b", pre, 2)
+    x = torch.randn(3, 3, 64, 64)
+    one = load_teachers((a,), pre)
+    assert not isinstance(one, TeacherEnsemble)  # one teacher runs as before
+    both = load_teachers((a, b), pre)
+    with torch.no_grad():
+        want = (load_teacher(a, pre)(x) + load_teacher(b, pre)(x)) / 2
+        got = both(x)
+        assert not torch.allclose(load_teacher(a, pre)(x), load_teacher(b, pre)(x))
+    torch.testing.assert_close(got, want)
+    assert not both.training
 
 
 def test_teacher_command_errors_go_to_stderr_with_status_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

