@@ -70,6 +70,9 @@ class Call:
     error: str = ""
 
 
+CORES = len(os.sched_getaffinity(0))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -385,6 +388,19 @@ def table(figures: dict[str, float], clients: Sequence[int]) -> str:
         top = max(clients)
         speedup = f[f"c{top}_throughput_rps"] / f["c1_throughput_rps"]
         rows.append((f"{top} clients / 1 client request rate", f"{speedup:.2f}x", ">= 3x", speedup >= 3))
+        # what the machine allows: one client already keeps this many cores busy, and all cores at the
+        # CPU a request measured under load serve at most this rate (the server alone, client excluded)
+        busy = f["c1_throughput_rps"] * f["c1_server_cpu_ms"] / 1000
+        ceiling = CORES * 1000 / f[f"c{top}_server_cpu_ms"]
+        rows.append(("  cores the server keeps busy for 1 client", f"{busy:.2f} of {CORES}", "", None))
+        rows.append(
+            (
+                f"  ceiling: {CORES} cores / server CPU a request at {top}",
+                f"{ceiling:.1f} req/s = {ceiling / f['c1_throughput_rps']:.2f}x",
+                "",
+                None,
+            )
+        )
     if "mixed_requests" in f:
         verdicts = f"{int(f['mixed_answered'])} / {int(f['mixed_refused'])} / {int(f['mixed_failed'])}"
         mixed = f"{int(f['mixed_requests'])} mixed requests, {int(f['mixed_clients'])} clients"
