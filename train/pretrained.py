@@ -9,7 +9,6 @@ seconds with a message that says how to supply the file instead of hanging.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import urllib.error
@@ -74,10 +73,12 @@ def warm_start(model: LungAlexNet, folder: Path) -> dict[str, object]:
 
     The record carries the source's own training command, so a card can list the run it continues.
     """
-    from lungdemo.folder import load_model_folder
+    from lungdemo.folder import load_model_folder, read_json
 
+    args_path = Path(folder) / "training_args.json"
     try:
         source, _ = load_model_folder(folder)
+        source_args = read_json(args_path) if args_path.is_file() else {}
     except LungdemoError as exc:
         raise PretrainedError(f"--pretrained {folder}: {exc}") from exc
     if source.class_names != model.class_names or source.hidden != model.hidden:
@@ -86,21 +87,18 @@ def warm_start(model: LungAlexNet, folder: Path) -> dict[str, object]:
             f"this run has {model.class_names} and hidden={model.hidden}"
         )
     model.load_state_dict(source.state_dict(), strict=True)
-    record: dict[str, object] = {"pretrained": str(folder), "warm_start": True}
-    args_path = Path(folder) / "training_args.json"
-    if args_path.is_file():
-        source_args = json.loads(args_path.read_text())
-        record["source_command"] = source_args.get("command")
-        record["source_pretrained"] = source_args.get("pretrained")
-    return record
+    return {
+        "pretrained": str(folder),
+        "warm_start": True,
+        "source_command": source_args.get("command"),
+        "source_pretrained": source_args.get("pretrained"),
+    }
 
 
 def apply_pretrained(model: LungAlexNet, spec: str) -> dict[str, object]:
     """Initialise ``model`` from ``spec`` ("imagenet", "none", a file or a model folder); returns a record of it."""
     if spec == "none":
         return {"pretrained": "none"}
-    if Path(spec).is_dir():
-        return warm_start(model, Path(spec))
     if spec == "imagenet":
         cached = imagenet_cache_path()
         if not cached.is_file():
@@ -108,6 +106,8 @@ def apply_pretrained(model: LungAlexNet, spec: str) -> dict[str, object]:
         state = IMAGENET.get_state_dict(progress=True)
         loaded = load_imagenet_features(model, state)
         return {"pretrained": "imagenet", "weights": "AlexNet_Weights.IMAGENET1K_V1", "tensors": len(loaded)}
+    if Path(spec).is_dir():
+        return warm_start(model, Path(spec))
     state = read_state_dict(Path(spec))
     try:
         loaded = load_imagenet_features(model, state)
