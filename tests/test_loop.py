@@ -94,14 +94,14 @@ def test_every_epoch_is_checkpointed_with_the_config_and_rng_states(tmp_path: Pa
 
 
 def test_resume_config_reads_the_stored_config_with_its_types(tmp_path: Path) -> None:
-    stored = TrainConfig(data_dir=tmp_path / "data", out=tmp_path / "run", teacher=tmp_path / "teacher", epochs=7)
+    stored = TrainConfig(data_dir=tmp_path / "data", out=tmp_path / "run", teacher=(tmp_path / "teacher",), epochs=7)
     ckpt.save_atomic(
         {"args": stored.to_json(), "command": "python -m train ..."}, tmp_path / "run" / "checkpoints" / "last.pt"
     )
     given = TrainConfig(data_dir=tmp_path / "data", out=tmp_path / "run", resume=True)
     cfg, command = resume_config(given, "python -m train --resume")
     assert cfg == dataclasses.replace(stored, resume=True) and command == "python -m train ..."
-    assert isinstance(cfg.teacher, Path) and isinstance(cfg.cache_dir, Path)
+    assert isinstance(cfg.teacher[0], Path) and isinstance(cfg.cache_dir, Path)
     # without --resume (or without a checkpoint) the given config stands
     fresh = dataclasses.replace(given, resume=False)
     assert resume_config(fresh, "cmd") == (fresh, "cmd")
