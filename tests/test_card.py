@@ -242,7 +242,7 @@ def test_a_warm_start_distilled_from_two_teachers_lists_every_step(tmp_path: Pat
         "teacher": [TEACHER, second],
     }
     text = render_model_card(folder_with(tmp_path, metrics=fake_metrics(), training_args=args))
-    assert "every weight was initialised from that run's model folder, which was trained from scratch" in text
+    assert "every weight was initialised from the model folder of the run before it, and the first run was" in text
     assert "knowledge distillation from an ensemble of 2 ImageNet-pretrained teachers." in text
     assert "teacher 1: tiny-teacher, validation macro-F1 0.891; teacher 2: other-teacher" in text
     reproduce = text.split("## How to reproduce", 1)[1]
@@ -252,6 +252,18 @@ def test_a_warm_start_distilled_from_two_teachers_lists_every_step(tmp_path: Pat
     assert (
         reproduce.index("runs/t3`") < reproduce.index("runs/kd2 --pretrained none") < reproduce.index(args["command"])
     )
+
+
+def test_a_run_continued_twice_lists_both_earlier_runs_in_order(tmp_path: Path) -> None:
+    first = {"pretrained": "none"}
+    second = {"pretrained": "runs/a/model", "warm_start": True, "source_command": "train A", "source_pretrained": first}
+    third = {"pretrained": "runs/b/model", "warm_start": True, "source_command": "train B", "source_pretrained": second}
+    args = {"command": "train C", "pretrained": third}
+    text = render_model_card(folder_with(tmp_path, metrics=fake_metrics(), training_args=args))
+    assert "It continues a chain of 2 earlier runs of the project" in text
+    reproduce = text.split("## How to reproduce", 1)[1]
+    assert reproduce.index("`train A`") < reproduce.index("`train B`") < reproduce.index("`train C`")
+    assert "No ImageNet weights were used for this model" in text  # the chain started from nothing
 
 
 def test_imagenet_start_and_temperature(tmp_path: Path) -> None:

@@ -29,11 +29,10 @@ def test_card_says_how_it_was_trained() -> None:
     card = (SHIPPED_MODEL_DIR / "README.md").read_text()
     args = json.loads((SHIPPED_MODEL_DIR / "training_args.json").read_text())
     start = args["pretrained"]
-    if start.get("warm_start"):  # a continued run: the run it continues started from nothing
-        assert start["source_pretrained"]["pretrained"] == "none"
-        assert start["source_command"] in card  # and the card rebuilds that run first
-    else:
-        assert start["pretrained"] == "none"
+    while start.get("warm_start"):  # a continued run: the card rebuilds each run it continues first
+        assert start["source_command"] in card
+        start = start["source_pretrained"]
+    assert start["pretrained"] == "none"  # and the first run of the chain started from nothing
     assert "No ImageNet weights were used" in card
     assert "--pretrained imagenet" in card  # how to train the ImageNet-initialised version
     assert args["command"] in card and args["export_command"] in card

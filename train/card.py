@@ -266,6 +266,24 @@ def _training(training_args: dict[str, Any]) -> dict[str, Any] | None:
     return {"facts": facts, "args_json": args_json}
 
 
+def _warm_start_chain(pretrained: Any) -> tuple[dict[str, Any] | None, Any]:
+    """The runs a warm-started model continues, oldest first, and where the oldest started.
+
+    Each warm start records its source's own ``pretrained`` block, so a run continued twice
+    names both earlier commands; the card lists them as reproduction steps in order.
+    """
+    commands: list[str] = []
+    start = pretrained
+    while isinstance(start, dict) and start.get("warm_start"):
+        if start.get("source_command"):
+            commands.append(start["source_command"])
+        start = start.get("source_pretrained")
+    origin = start.get("pretrained") if isinstance(start, dict) else None
+    if not isinstance(pretrained, dict) or not pretrained.get("warm_start"):
+        return None, origin
+    return {"commands": commands[::-1], "origin": origin}, origin
+
+
 def card_context(
     folder: Path,
     config: dict[str, Any],
@@ -291,16 +309,7 @@ def card_context(
         for t in (teachers if isinstance(teachers, list) else [teachers])
         if isinstance(t, dict) and t
     ]
-    warm = pretrained if isinstance(pretrained, dict) and pretrained.get("warm_start") else None
-    source = warm.get("source_pretrained") if warm else None
-    warm_start = (
-        {
-            "source_command": warm.get("source_command"),
-            "origin": source.get("pretrained") if isinstance(source, dict) else None,
-        }
-        if warm
-        else None
-    )
+    warm_start, origin = _warm_start_chain(pretrained)
     temperature = config.get("temperature")
     preprocessing = config.get("preprocessing")
     return {
@@ -322,7 +331,7 @@ def card_context(
         "ood": _ood(metrics),
         "training": _training(training_args),
         "command": command or None,
-        "origin": pretrained.get("pretrained") if isinstance(pretrained, dict) else None,
+        "origin": origin,
         "teachers": teachers,
         "warm_start": warm_start,
         "export_command": training_args.get("export_command"),
