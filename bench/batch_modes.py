@@ -22,13 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -39,12 +36,11 @@ sys.path.insert(0, str(REPO))
 from bench.serve import (  # noqa: E402
     EXAMPLES,
     SHIPPED_MODEL,
-    classify_http,
-    cpu_seconds,
     free_port,
     image_files,
     stop_server,
 )
+from bench.serve_clients import concurrent_load, cpu_seconds  # noqa: E402
 
 MODES = ("single", "single16", "micro", "gradio")
 MAX_BATCH = 16
@@ -103,30 +99,8 @@ def serve(mode: str, model: str, port: int, torch_threads: int) -> None:
 
 def measure(url: str, images: list[tuple[str, bytes]], clients: int, total: int) -> tuple[float, float, int]:
     """``total`` requests from ``clients`` threads: (requests a second, p50 ms, errors)."""
-    counter = iter(range(total))
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    def worker(worker_id: int) -> None:
-        with httpx.Client(base_url=url, timeout=120) as http:
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                name, data = images[(i + worker_id) % len(images)]
-                call = classify_http(http, data, name)
-                with lock:
-                    (latencies.append(call.total_s) if call.ok else errors.append(call.error))
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(worker, range(clients)))
-    wall = time.perf_counter() - start
-    if errors:
-        print(f"errors (first 2): {errors[:2]}", file=sys.stderr)
-    return len(latencies) / wall, statistics.median(latencies) * 1000, len(errors)
+    figures = concurrent_load(url, images, clients, total)
+    return figures["throughput_rps"], figures["p50_ms"], int(figures["errors"])
 
 
 def run_mode(

@@ -51,14 +51,12 @@ sys.path.insert(0, str(REPO))  # `python bench/load.py` from a checkout: import 
 
 from bench.serve import (  # noqa: E402  (after the sys.path line above)
     add_model_argument,
-    classify_http,
     free_port,
-    peak_rss_mb,
-    percentile,
     start_server,
     stop_server,
     wait_first_answer,
 )
+from bench.serve_clients import classify_http, peak_rss_mb, percentile  # noqa: E402
 from tests.bad_input_corpus import ANSWERED, EXAMPLES, REFUSED, oversized_file  # noqa: E402
 
 OVERSIZED_EVERY = 128

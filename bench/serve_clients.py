@@ -81,12 +81,12 @@ def run_load(url: str, pid: int, images: list[tuple[str, bytes]], clients: int, 
     ``clients`` clients (keys ``c{clients}_...``). CPU time a request says what the server could
     serve on idle cores, whatever else the machine runs."""
     before = cpu_seconds(pid)
-    figures = _run_load(url, images, clients, total)
+    figures = concurrent_load(url, images, clients, total)
     figures["server_cpu_ms"] = (cpu_seconds(pid) - before) / total * 1000
     return {f"c{clients}_{key}": value for key, value in figures.items()}
 
 
-def _run_load(url: str, images: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, float]:
+def concurrent_load(url: str, images: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, float]:
     """``clients`` threads, each with its own connection, sharing ``total`` requests."""
     counter = iter(range(total))
     lock = threading.Lock()
