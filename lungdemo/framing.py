@@ -7,7 +7,8 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
 1. strips canvases and frames of any colour: while the outer ring of the picture is one uniform
    colour brighter than the body threshold, it keeps the largest region that differs from that
    colour (after an opening, so caption text, rulers and JPEG ringing do not count), moves its
-   sides to where the canvas colour begins, and crops to it;
+   sides to where the canvas colour begins and past the blended band a blur or JPEG leaves
+   there, and crops to it;
 2. finds the body: pixels above a level, opened so thin overlay text, rulers, the table and
    noise fall apart from it; the largest connected component and the components beside it
    with at least ``keep`` of its area (the arms) are the body, and its box is the crop. The level is
@@ -23,8 +24,8 @@ overlay text or lifted noise becomes part of the "body". :func:`find_slice` (the
    ``keep_tilt``, tilts the training slices mostly have are left alone and a larger one is only
    turned back to that tilt, so a turned upload comes back into the range the model has seen.
 
-Nothing here raises on odd input: an empty, uniform or tiny image gives the whole image back,
-with a note saying so.
+The mask primitives are in :mod:`lungdemo.framing_masks`. Nothing here raises on odd input: an
+empty, uniform or tiny image gives the whole image back, with a note saying so.
 """
 
 from __future__ import annotations
@@ -34,15 +35,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
 
-from lungdemo.framing_fill import Box, corner_fill, painted
+from lungdemo.framing_fill import corner_fill, painted
+from lungdemo.framing_masks import (
+    Box,
+    bbox,
+    body_level,
+    components,
+    open_mask,
+    otsu_threshold,
+    radius,
+    reduced,
+    scale_box,
+)
 from lungdemo.framing_tilt import body_angle, tilt_turn, turned_note
 
 logger = logging.getLogger(__name__)
+__all__ = ["NOTE_NO_BODY", "Framing", "body_angle", "find_slice", "frame_slice", "otsu_threshold", "slice_problems"]
 
-"""(left, top, right, bottom), right and bottom exclusive, as PIL's ``crop`` takes it."""
-
+FRAMING_REVISION = 2
+"""Raised whenever a change here can frame a file differently: decoded-slice caches are keyed by it."""
 MAX_CANVAS_PASSES = 4
 """Nested frames stripped at most (a figure page, a frame line, a viewer canvas, one spare)."""
 UNIFORM_RING = 0.75
@@ -53,8 +65,9 @@ MIN_BODY_SHARE = 0.002
 """A body smaller than this share of the image is no body: the whole image is used instead."""
 MIN_SIDE = 8
 """Images with a side shorter than this are too small to look into: the whole image is used."""
-WORK_SIDE = 512
-"""Images with a longer side are searched at a size reduced by a whole factor: fast, and bounded in memory."""
+RAMP_SHARE = 0.02
+RAMP_MIN = 3
+"""The blended band between a canvas and its picture is peeled at most this deep (share of the side, lines)."""
 REFINE_MARGIN = 0.05
 """The body is looked for a second time in its first box grown by this share on each side."""
 NOTE_NO_BODY = "no slice found in the image (it is empty, uniform or tiny): the whole image was used"
@@ -106,84 +119,6 @@ def slice_problems(
     elif keep_tilt > 0 and keep_tilt >= deskew:
         problems.append(f"{prefix}deskew_keep ({keep_tilt!r}) must be below {prefix}deskew ({deskew!r})")
     return problems
-
-
-def _bbox(mask: np.ndarray) -> Box | None:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def _open(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary opening with a (2r+1) square: separable min/max filters, fast at any size."""
-    if radius <= 0:
-        return mask
-    size = 2 * radius + 1
-    return ndi.maximum_filter(ndi.minimum_filter(mask, size=size, mode="nearest"), size=size, mode="constant")
-
-
-def _components(mask: np.ndarray, keep: float, beside: bool = True) -> np.ndarray:
-    """The largest connected region (holes filled) and the parts beside it (the arms).
-
-    A part is kept when it has at least ``keep`` of the largest one's area and, with ``beside``,
-    is no taller and no wider than it with at least half of its rows level with it: a toolbar or
-    a side panel of a screenshot, taller or wider than the body or above it, is not.
-    """
-    labels, n = ndi.label(_fill_holes(mask))  # areas with the lungs in them
-    if n == 0:
-        return np.zeros_like(mask)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = int(sizes.argmax())
-    chosen = np.zeros(n + 1, dtype=bool)
-    chosen[largest] = True
-    if keep < 1:
-        boxes = ndi.find_objects(labels)
-        rows, cols = boxes[largest - 1]
-        for k in np.flatnonzero(sizes >= keep * sizes[largest]):
-            r, c = boxes[k - 1]
-            height, width = r.stop - r.start, c.stop - c.start
-            level = min(r.stop, rows.stop) - max(r.start, rows.start)
-            small = height <= rows.stop - rows.start and width <= cols.stop - cols.start
-            chosen[k] = chosen[k] or not beside or (small and level >= 0.5 * height)
-    return chosen[labels]
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``mask`` with every background region that does not reach the border filled in.
-
-    The same result as ``ndi.binary_fill_holes``, from one labelling instead of repeated dilations.
-    """
-    labels, n = ndi.label(~mask)
-    if n == 0:
-        return mask
-    border = np.zeros(n + 1, dtype=bool)
-    border[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
-    border[0] = True  # label 0 is the mask itself
-    return mask | ~border[labels]
-
-
-def otsu_threshold(gray: np.ndarray) -> int:
-    """Otsu's threshold of a ``uint8`` image: the gray level that best splits it in two classes."""
-    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
-    p = hist / hist.sum()
-    w = np.cumsum(p)
-    mu = np.cumsum(p * np.arange(256))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu[-1] * w - mu) ** 2 / (w * (1.0 - w))
-    return int(np.argmax(np.nan_to_num(between[:-1], nan=0.0)))
-
-
-def body_level(gray: np.ndarray, threshold: int, level: float) -> int:
-    """The gray level above which a pixel is body (see the module docstring)."""
-    background = float(np.percentile(gray, 1))
-    return max(threshold, int(background + level * (otsu_threshold(gray) - background)))
-
-
-def _radius(shape: tuple[int, ...], share: float) -> int:
-    return max(1, round(share * min(shape))) if share > 0 else 0
 
 
 def _ring(gray: np.ndarray) -> np.ndarray:
@@ -242,17 +177,52 @@ def _strip_canvas(gray: np.ndarray, threshold: int, tolerance: float, opening: f
     colour = round(float(np.median(ring)))
     if colour <= threshold or np.mean(np.abs(ring - colour) <= tolerance) < UNIFORM_RING:
         return whole, -1
-    small, factor = _reduced(gray)
+    small, factor = reduced(gray)
     near = np.abs(small.astype(np.int16) - colour) <= tolerance
-    box = _bbox(_components(_open(~near, _radius(small.shape, opening)), keep, beside=False))
+    box = bbox(components(open_mask(~near, radius(small.shape, opening)), keep, beside=False))
     if box is None:
         return whole, -1
-    box = _fit_to_canvas_edges(np.abs(gray.astype(np.int16) - colour) <= tolerance, _scale(box, factor, gray.shape))
+    box = _fit_to_canvas_edges(np.abs(gray.astype(np.int16) - colour) <= tolerance, scale_box(box, factor, gray.shape))
+    box = _peel_ramps(gray, box, colour, tolerance)
     return (whole, -1) if box == whole else (box, colour)
 
 
+def _peel_ramps(gray: np.ndarray, box: Box, colour: int, tolerance: float) -> Box:
+    """Move each side of ``box`` inwards over the blended band a blur or JPEG leaves between the canvas
+    and the picture: lines nearly all within twice the tolerance of the canvas colour, or nearly uniform
+    with a median between it and the next line's, a clear step away from it; at most ``RAMP_SHARE``
+    of the picture's side deep (at least ``RAMP_MIN`` lines).
+
+    Left in, a light band along the picture's edge would join the body as a ring around it.
+    """
+    left, top, right, bottom = box
+    sides = {
+        "top": lambda b: gray[b[1], b[0] : b[2]],
+        "bottom": lambda b: gray[b[3] - 1, b[0] : b[2]],
+        "left": lambda b: gray[b[1] : b[3], b[0]],
+        "right": lambda b: gray[b[1] : b[3], b[2] - 1],
+    }
+    inward = {"top": (0, 1, 0, 0), "bottom": (0, 0, 0, -1), "left": (1, 0, 0, 0), "right": (0, 0, -1, 0)}
+    for side, line in sides.items():
+        depth = max(RAMP_MIN, round(RAMP_SHARE * min(right - left, bottom - top)))
+        step = inward[side]
+        for _ in range(depth):
+            inner = tuple(v + d for v, d in zip((left, top, right, bottom), step, strict=True))
+            if inner[2] - inner[0] < MIN_SIDE or inner[3] - inner[1] < MIN_SIDE:
+                break
+            here = line((left, top, right, bottom)).astype(np.int16)
+            centre, after = float(np.median(here)), float(np.median(line(inner)))
+            canvas_like = np.mean(np.abs(here - colour) <= 2 * tolerance) >= PEEL_SHARE  # JPEG blocks off its gray
+            uniform = np.mean(np.abs(here - centre) <= 2 * tolerance) >= UNIFORM_RING  # not a wedge beside a slice
+            ramp = uniform and min(colour, after) < centre < max(colour, after) and abs(centre - after) > tolerance / 2
+            if not (canvas_like or ramp):
+                break
+            left, top, right, bottom = inner
+    return left, top, right, bottom
+
+
 def _body(view: np.ndarray, threshold: int, opening: float, keep: float, level: float) -> np.ndarray:
-    return _components(_open(view > body_level(view, threshold, level), _radius(view.shape, opening)), keep)
+    return components(open_mask(view > body_level(view, threshold, level), radius(view.shape, opening)), keep)
 
 
 def find_slice(
@@ -309,29 +279,16 @@ def find_slice(
     return result
 
 
-def _reduced(gray: np.ndarray) -> tuple[np.ndarray, int]:
-    """``gray`` reduced by the smallest whole factor that brings it within ``WORK_SIDE``, and the factor."""
-    factor = -(-max(gray.shape) // WORK_SIDE)
-    if factor <= 1:
-        return gray, 1
-    return np.asarray(Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).reduce(factor)), factor
-
-
-def _scale(box: Box, factor: int, shape: tuple[int, ...]) -> Box:
-    left, top, right, bottom = box
-    return left * factor, top * factor, min(shape[1], right * factor), min(shape[0], bottom * factor)
-
-
 def _body_box(
     view: np.ndarray, threshold: int, opening: float, keep: float, level: float, min_share: float = MIN_BODY_SHARE
 ) -> tuple[Box, np.ndarray] | None:
     """The body's box in ``view`` (full-size coordinates) and its mask (reduced), or ``None``."""
-    small, factor = _reduced(view)
+    small, factor = reduced(view)
     body = _body(small, threshold, opening, keep, level)
-    box = _bbox(body)
+    box = bbox(body)
     if box is None or body.sum() < min_share * body.size:
         return None
-    return _scale(box, factor, view.shape), body
+    return scale_box(box, factor, view.shape), body
 
 
 def _grow(box: Box, shape: tuple[int, ...], share: float) -> Box:

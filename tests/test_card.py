@@ -229,6 +229,16 @@ def test_training_args_fill_training_and_reproduce(tmp_path: Path) -> None:
     assert args["export_command"] in text
 
 
+def test_the_card_says_when_the_teachers_saw_the_clean_view(tmp_path: Path) -> None:
+    args = {"command": "python -m train --teacher runs/teacher --distill-view clean", "teacher": TEACHER}
+    clean = render_model_card(
+        folder_with(tmp_path / "a", metrics=fake_metrics(), training_args=args | {"args": {"distill_view": "clean"}})
+    )
+    assert "teacher, shown each training batch without the gray-level changes" in clean
+    same = render_model_card(folder_with(tmp_path / "b", metrics=fake_metrics(), training_args=args))
+    assert "knowledge distillation from an ImageNet-pretrained teacher." in same  # older records: the same batch
+
+
 def test_a_warm_start_distilled_from_two_teachers_lists_every_step(tmp_path: Path) -> None:
     second = {**TEACHER, "architecture": "other-teacher", "command": "python -m train.teacher --out runs/t3"}
     args = {

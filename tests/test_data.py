@@ -189,6 +189,10 @@ def test_load_images_second_call_reads_the_disk_cache(
     # another preprocessing config is another cache entry: it must decode again
     with pytest.raises(AssertionError, match="decoded although"):
         load_images(small_split, PreprocessConfig(image_size=40), cache_dir=cache)
+    # and so is a framing code that may frame the files differently
+    monkeypatch.setattr(data_mod, "FRAMING_REVISION", data_mod.FRAMING_REVISION + 1)
+    with pytest.raises(AssertionError, match="decoded although"):
+        load_images(small_split, cfg, cache_dir=cache)
 
 
 def test_load_images_cache_is_invalidated_by_a_changed_file(small_split: list, tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 from torch import nn
 
@@ -137,6 +140,50 @@ def test_distillation_pulls_the_student_towards_the_teacher() -> None:
     labels_only, teacher_only, mixed = fit(0.0), fit(1.0), fit(0.5)
     assert labels_only.argmax() == 0 and teacher_only.argmax() == 2
     assert labels_only[2] < mixed[2] < teacher_only[2]
+
+
+class Spy(nn.Module):
+    """A model that remembers every input it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = linear_model()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.inner(x)
+
+
+def _views(view: str, aug: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's and the teacher's inputs of one epoch of one batch of 8."""
+    student, teacher = Spy(), Spy()
+    cfg = EpochConfig(PRE, aug, 8, distill=Distillation(teacher.eval(), 0.9, 2.0, view))
+    train_one_epoch(parts(student, nn.CrossEntropyLoss()), Split(images(8), torch.zeros(8, dtype=torch.long)), cfg, 1)
+    return student.seen[0], teacher.seen[0]
+
+
+def test_the_clean_view_shows_the_teacher_the_slice_without_the_intensity_changes() -> None:
+    """The student gets gamma, window, noise and blur; the teacher the very slices without them."""
+    harsh = dataclasses.replace(
+        OFF, gamma=0.8, contrast=0.3, brightness=0.2, window=0.15, noise=0.05, downscale_prob=1.0, jpeg_prob=1.0
+    )
+    student_same, teacher_same = _views("same", harsh)
+    student_clean, teacher_clean = _views("clean", harsh)
+    torch.testing.assert_close(teacher_same, student_same)  # "same": the student's very batch
+    torch.testing.assert_close(student_clean, student_same)  # the clean view draws nothing: same batches
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(teacher_clean, normalize(images(8)[order], PRE))  # no geometry in OFF: as stored
+    assert (teacher_clean - student_clean).abs().mean() > 0.1
+
+
+def test_the_clean_view_keeps_the_moves() -> None:
+    """Rotations, zooms, shifts and flips reach the teacher exactly as they reach the student."""
+    moves = AugmentConfig(gamma=0.0, contrast=0.0, brightness=0.0)  # geometry only: the views agree
+    student, teacher = _views("clean", moves)
+    torch.testing.assert_close(teacher, student)
+    with pytest.raises(ValueError, match="distillation view"):
+        Distillation(nn.Identity(), 0.5, 2.0, "blurred")
 
 
 def test_predict_logits_in_batches_equals_one_pass_in_eval_mode() -> None:

@@ -109,3 +109,24 @@ def test_real_slices_rotated_on_white_frame_like_rotated_on_black(data_dir: Path
         gaps.append(float(np.mean(np.abs(on_white - on_black))))
         assert gaps[-1] < 8, path.name
     assert np.median(gaps) < 0.5 and np.mean(gaps) < 1.5, gaps
+
+
+def textured_edge_to_edge() -> Image.Image:
+    """A body running past its file's edges, its soft tissue textured around 110 like a real slice's."""
+    arr = np.asarray(slice_image(size=(210, 130), body=(-12, -12, 222, 142)), dtype=np.float64)
+    arr = np.where(arr > 60, arr + np.random.default_rng(1).normal(0, 10, arr.shape), arr)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("degrees", [-18.0, 12.0])
+def test_a_body_of_the_canvas_gray_is_not_painted_with_the_wedges(degrees: float) -> None:
+    """Rotated on a gray within the tolerance of the body's own (118 against 110), the corner regions run
+    on into the body: only the wedges are painted, and the crop is the slice rotated on black."""
+    tilted = rotated_on(textured_edge_to_edge(), degrees, 118)
+    painted, found = frame_slice(tilted, fill=True)
+    reference, on_black = frame_slice(rotated_on(textured_edge_to_edge(), degrees, 0))
+    assert found.fill is not None
+    wedges = tilted.width * tilted.height - 210 * 130
+    assert found.fill.sum() < 1.3 * wedges  # the wedges and their blended edge, not the body
+    assert max(abs(a - b) for a, b in zip(found.box, on_black.box, strict=True)) <= 3
+    assert np.mean(np.abs(np.asarray(painted, dtype=np.int16) - np.asarray(reference.resize(painted.size)))) < 12

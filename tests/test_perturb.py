@@ -13,7 +13,8 @@ from PIL import Image
 from lungdemo.decode import decode_image
 from lungdemo.framing import body_angle
 from train import perturb
-from train.perturb import SUITES, Perturbation, apply
+from train.perturb import Perturbation, apply
+from train.suites import SUITES
 
 RNG = np.random.default_rng(0)
 
@@ -45,12 +46,14 @@ def test_suites_cover_each_kind_at_several_strengths_and_do_not_overlap() -> Non
         counts = Counter(p.kind for p in suite.perturbations)
         assert all(counts[k] >= 2 for k in kinds), counts
         assert len({p.name for p in suite.perturbations}) == len(suite.perturbations)
-    dev, held = SUITES["dev"].perturbations, SUITES["holdout"].perturbations
 
     def key(p: Perturbation) -> str:
         return json.dumps(p.describe() | {"name": ""}, sort_keys=True)
 
-    assert not {key(p) for p in dev} & {key(p) for p in held}
+    names = list(SUITES)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not {key(p) for p in SUITES[a].perturbations} & {key(p) for p in SUITES[b].perturbations}, (a, b)
 
 
 def test_frame_adds_borders_of_the_colour_and_width() -> None:

@@ -18,7 +18,8 @@ from lungdemo.preprocessing import PreprocessConfig
 from tests.conftest import TEST_CLASSES, fake_metrics
 from train import robustness
 from train.data import scan_dataset
-from train.perturb import SUITES, apply
+from train.perturb import apply
+from train.suites import SUITES
 
 FOLDERS = {"adenocarcinoma": 0, "large.cell.carcinoma": 1, "normal": 2, "squamous.cell.carcinoma": 3}
 

@@ -77,6 +77,11 @@ class AugmentParams:
     jpeg_quality: torch.Tensor | None = None
     """Quality per slice; 0 leaves a slice as it is."""
 
+    def geometry_only(self) -> AugmentParams:
+        """The same moves without intensity changes or degradation: the view a distillation
+        teacher is shown under ``--distill-view clean`` (the student still gets all of them)."""
+        return AugmentParams(self.scale, self.angle_deg, self.tx, self.ty, self.flip)
+
     def rows(self, index: torch.Tensor | slice) -> AugmentParams:
         """The draws of some slices of the batch (one process's share under torchrun)."""
         return AugmentParams(**{f.name: _take(getattr(self, f.name), index) for f in fields(self)})

@@ -304,8 +304,9 @@ def card_context(
         command = " ".join(str(c) for c in command)
     pretrained = training_args.get("pretrained")
     teachers = training_args.get("teacher")  # one teacher: a dict; an ensemble: a list of them
+    view = (training_args.get("args") or {}).get("distill_view", "same")  # what the teachers were shown
     teachers = [
-        {**t, "val_macro_f1": _fmt(t.get("val_macro_f1"))}
+        {**t, "val_macro_f1": _fmt(t.get("val_macro_f1")), "clean_view": view == "clean"}
         for t in (teachers if isinstance(teachers, list) else [teachers])
         if isinstance(t, dict) and t
     ]

@@ -22,6 +22,7 @@ from lungdemo.device import DEFAULT_DEVICE, DEVICE_CHOICES, PRECISION_CHOICES
 from lungdemo.preprocessing import RESIZE_POLICIES, SAVED_BEFORE, PreprocessConfig
 from train.augment import AugmentConfig
 from train.data import DEFAULT_CACHE_DIR
+from train.engine import DISTILL_VIEWS
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,15 @@ FIELD_HELP: dict[str, str] = {
     "translate": "max shift, fraction of the size",
 }
 """Help for fields of dataclasses defined elsewhere (a field's own ``metadata["help"]`` wins)."""
-BEFORE_THE_FIELD: dict[str, Any] = {"device": "cpu", **SAVED_BEFORE, "slice_deskew": 0.0, "slice_deskew_keep": 0.0}
+BEFORE_THE_FIELD: dict[str, Any] = {
+    "device": "cpu",
+    **SAVED_BEFORE,
+    "slice_deskew": 0.0,
+    "slice_deskew_keep": 0.0,
+    "distill_view": "same",
+}
 """Fields added later, with what a record written before them means (every earlier run was on the CPU,
-painted no canvas and levelled no slice)."""
+painted no canvas, levelled no slice and showed the teacher the student's batch)."""
 
 IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "data and output",
@@ -310,6 +317,15 @@ class TrainConfig(RunConfig):
     )
     distill_alpha: float = field(default=0.7, metadata=cli("weight of the teacher term in the loss", group=KD))
     distill_temperature: float = field(default=4.0, metadata=cli(group=KD))
+    distill_view: str = field(
+        default="same",
+        metadata=cli(
+            "what the teacher sees: the student's batch ('same'), or its moves without the intensity changes "
+            "and degradation ('clean'), so the student learns the clean slice's answer",
+            group=KD,
+            choices=DISTILL_VIEWS,
+        ),
+    )
     push_to_hub: str | None = field(
         default=None, metadata=cli("push the model folder when training ends", group=HUB, metavar="USER/REPO")
     )

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from lungdemo.atomic import atomic_path
 from lungdemo.decode import ImageDecodeError
 from lungdemo.errors import LungdemoError
+from lungdemo.framing import FRAMING_REVISION
 from lungdemo.preprocessing import PreprocessConfig, canonical_tensor
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def scan_dataset(data_dir: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, 
 
 
 def _cache_key(samples: list[Sample], cfg: PreprocessConfig) -> str:
-    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({**cfg.to_dict(), "framing": FRAMING_REVISION}, sort_keys=True).encode())
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())

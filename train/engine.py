@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from lungdemo.device import Precision, batch_to_device, float32_matmul
 from lungdemo.preprocessing import PreprocessConfig, normalize
-from train.augment import AugmentConfig, apply_params, augment_batch, sample_params
+from train.augment import AugmentConfig, apply_params, sample_params
 from train.distributed import (
     DistContext,
     all_sum,
@@ -43,13 +43,28 @@ class Split:
     labels: torch.Tensor
 
 
+DISTILL_VIEWS = ("same", "clean")
+"""What the teacher is shown: the student's very batch, or the same moves without intensity changes
+and degradation (gamma, window, contrast, brightness, blur, noise, JPEG), so the student learns to
+give the clean slice's answer whatever an export did to its gray levels (Noisy Student, Xie et al. 2020)."""
+
+
 @dataclass(frozen=True)
 class Distillation:
-    """A teacher whose softened predictions weigh ``alpha`` in the loss."""
+    """A teacher whose softened predictions weigh ``alpha`` in the loss, shown the ``view`` of each batch."""
 
     teacher: nn.Module
     alpha: float
     temperature: float
+    view: str = "same"
+
+    def __post_init__(self) -> None:
+        if self.view not in DISTILL_VIEWS:
+            raise ValueError(f"distillation view must be one of {DISTILL_VIEWS}, got {self.view!r}")
+
+    @property
+    def clean_view(self) -> bool:
+        return self.alpha > 0 and self.view == "clean"
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,8 @@ def train_one_epoch(parts: TrainingParts, data: Split, cfg: EpochConfig, epoch: 
     All randomness comes from ``parts.gen`` so that a resumed run (which restores its state)
     draws the same batches and augmentations as an uninterrupted one. With ``cfg.distill``,
     the loss mixes the label loss with ``alpha`` of the KL divergence to the teacher's
-    softened predictions on the very same augmented (and mixed) batch.
+    softened predictions on the very same augmented (and mixed) batch, or with ``view="clean"``
+    on that batch's moves (and mixing) without its intensity changes and degradation.
     """
     model, optimizer, gen, ctx = parts.model, parts.optimizer, parts.gen, parts.ctx
     device = ctx.device
@@ -114,13 +130,13 @@ def train_one_epoch(parts: TrainingParts, data: Split, cfg: EpochConfig, epoch: 
             continue
         with parts.precision.autocast():
             if ctx.enabled:
-                x, logits, loss = _shard_step(model, criterion, images, labels, idx, cfg, gen, ctx)
+                x, x_teacher, logits, loss = _shard_step(model, criterion, images, labels, idx, cfg, gen, ctx)
             else:
-                x, logits, loss = _step(model, criterion, images, labels, idx, cfg, gen, device)
+                x, x_teacher, logits, loss = _step(model, criterion, images, labels, idx, cfg, gen, device)
             if distill is not None and distill.alpha > 0:
                 t = distill.temperature
                 with torch.no_grad():
-                    soft = torch.log_softmax(distill.teacher(x).float() / t, dim=1)
+                    soft = torch.log_softmax(distill.teacher(x if x_teacher is None else x_teacher).float() / t, dim=1)
                 log_p = torch.log_softmax(logits.float() / t, dim=1)  # float32 even under autocast
                 if ctx.enabled:
                     kl = F.kl_div(log_p, soft, log_target=True, reduction="sum")
@@ -154,19 +170,30 @@ def _step(
     cfg: EpochConfig,
     gen: torch.Generator,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One process: the whole global batch (on the CPU, exactly the plain step)."""
-    x = batch_to_device(normalize(augment_batch(images[idx], cfg.augment, gen), cfg.pre), device)
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """One process: the whole global batch (on the CPU, exactly the plain step).
+
+    Returns the student's input, the teacher's when it differs (``view="clean"``, else ``None``),
+    the logits and the loss. The clean view draws no random numbers, so the batches stay the same.
+    """
+    batch = images[idx]
+    draw = sample_params(len(idx), cfg.augment, gen, tuple(batch.shape))
+    x = batch_to_device(normalize(apply_params(batch, draw), cfg.pre), device)
+    xt = None
+    if cfg.distill is not None and cfg.distill.clean_view:
+        xt = batch_to_device(normalize(apply_params(batch, draw.geometry_only()), cfg.pre), device)
     y = labels[idx].to(device)
     if cfg.mixup > 0:
         lam, perm = _mixup_draw(len(idx), cfg.mixup, gen)
         x = lam * x + (1 - lam) * x[perm.to(device)]
+        if xt is not None:
+            xt = lam * xt + (1 - lam) * xt[perm.to(device)]
         logits = model(x)
         loss = lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm.to(device)])
     else:
         logits = model(x)
         loss = criterion(logits, y)
-    return x, logits, loss
+    return x, xt, logits, loss
 
 
 def _shard_step(
@@ -178,23 +205,29 @@ def _shard_step(
     cfg: EpochConfig,
     gen: torch.Generator,
     ctx: DistContext,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Several processes: every one draws the global batch's random numbers, and steps on its rows."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Several processes: every one draws the global batch's random numbers, and steps on its rows
+    (returns as :func:`_step` does)."""
     if not isinstance(criterion, nn.CrossEntropyLoss):
         raise TypeError(f"several processes need an nn.CrossEntropyLoss criterion, got {type(criterion).__name__}")
     device = ctx.device
     draw = sample_params(len(idx), cfg.augment, gen, shape=(len(idx), *images.shape[1:]))
     mine = shard(torch.arange(len(idx)), ctx)
 
-    def inputs(rows: torch.Tensor) -> torch.Tensor:
-        canon = apply_params(images[idx[rows]].to(device), draw.rows(rows).to(device))
+    def inputs(rows: torch.Tensor, clean: bool = False) -> torch.Tensor:
+        params = draw.rows(rows).to(device)
+        canon = apply_params(images[idx[rows]].to(device), params.geometry_only() if clean else params)
         return batch_to_device(normalize(canon, cfg.pre), device)
 
     y = labels[idx].to(device)
     x = inputs(mine)
+    clean_view = cfg.distill is not None and cfg.distill.clean_view
+    xt = inputs(mine, clean=True) if clean_view else None
     if cfg.mixup > 0:
         lam, perm = _mixup_draw(len(idx), cfg.mixup, gen)
         x = lam * x + (1 - lam) * inputs(perm[mine])
+        if xt is not None:
+            xt = lam * xt + (1 - lam) * inputs(perm[mine], clean=True)
         logits = model(x)
         loss = lam * shard_cross_entropy(criterion, logits, y[mine], y, ctx) + (1 - lam) * shard_cross_entropy(
             criterion, logits, y[perm[mine]], y, ctx
@@ -202,7 +235,7 @@ def _shard_step(
     else:
         logits = model(x)
         loss = shard_cross_entropy(criterion, logits, y[mine], y, ctx)
-    return x, logits, loss
+    return x, xt, logits, loss
 
 
 @torch.inference_mode()

@@ -3,11 +3,11 @@
 Usage::
 
     python -m train.robustness --model lungdemo/shipped_model --data-dir ../shared/data/chest-ct \\
-        [--suite dev|holdout|all] [--out robustness.json]
+        [--suite dev|holdout|stress|all] [--out robustness.json]
 
 Every slice of the official test split is perturbed by each perturbation of the suite (see
-:mod:`train.perturb`), saved as the PNG or JPEG file an uploader would send, and classified
-through the app's own path: :func:`~lungdemo.preprocessing.decode_canonical` (decode, frame with
+:mod:`train.suites`; ``all`` runs every suite), saved as the PNG or JPEG file an uploader would
+send, and classified through the app's own path: :func:`~lungdemo.preprocessing.decode_canonical` (decode, frame with
 the model's stored policy) and :meth:`Predictor.probabilities_canonical` (normalise, forward).
 The report gives accuracy, macro-F1 and cancer-subtype macro-F1 for the clean files and for each
 perturbation, the drop from clean, and the worst case; ``--write-metrics`` stores it in the model
@@ -41,7 +41,8 @@ from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import PreprocessConfig, decode_canonical
 from train.card import update_metrics
 from train.data import CLASS_NAMES, DatasetError, Sample, scan_dataset
-from train.perturb import SUITES, Perturbation, apply
+from train.perturb import Perturbation, apply
+from train.suites import SUITES
 
 logger = logging.getLogger(__name__)
 

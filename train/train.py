@@ -144,7 +144,7 @@ def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision)
         from train.teacher import load_teachers
 
         teacher = model_to_device(load_teachers(cfg.teacher, pre_cfg), ctx.device)
-        distill = Distillation(teacher, cfg.distill_alpha, cfg.distill_temperature)
+        distill = Distillation(teacher, cfg.distill_alpha, cfg.distill_temperature, cfg.distill_view)
 
     with main_first(ctx):  # rank 0 decodes into the cache, the others read it
         train = Split(load_images(train_s, pre_cfg, cfg.cache_dir, desc="decode train"), labels_of(train_s))
