@@ -50,6 +50,8 @@ def test_suites_cover_each_kind_at_several_strengths_and_do_not_overlap() -> Non
     def key(p: Perturbation) -> str:
         return json.dumps(p.describe() | {"name": ""}, sort_keys=True)
 
+    everywhere = [p.name for suite in SUITES.values() for p in suite.perturbations]
+    assert len(set(everywhere)) == len(everywhere)  # a row's name says which suite it is from
     names = list(SUITES)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:

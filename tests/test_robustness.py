@@ -91,13 +91,15 @@ def test_write_metrics_puts_the_summary_in_metrics_json_the_card_and_the_tab(tmp
     assert "### Real uploads (robustness)" in card
     worst = block["worst"]
     assert f"Worst case: {worst['name']}, macro F1 {worst['macro_f1']:.3f}" in card
-    assert f"| jpeg q75 | jpeg | {block['perturbations'][1]['macro_f1']:.3f} |" in card
+    assert f"| jpeg q75 | jpeg | dev | {block['perturbations'][1]['macro_f1']:.3f} |" in card
+    assert block["by_suite"]["dev"]["n"] == 2 and "By suite: `dev`" in card
     demo, _ = build_demo(str(folder), warmup=False)
     blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     rows = blocks["robustness"].value["data"]
     assert [r[0] for r in rows] == ["the dataset's own files", "frame white 20%", "jpeg q75"]
-    assert rows[1][2] == round(block["perturbations"][0]["macro_f1"], 3)
+    assert rows[1][2] == "dev" and rows[1][3] == round(block["perturbations"][0]["macro_f1"], 3)
     assert f"Worst case: **{worst['name']}**" in blocks["robustness-intro"].value
+    assert "By suite: `dev`" in blocks["robustness-intro"].value
 
 
 def test_write_metrics_refuses_a_hub_reference(tmp_path: Path, capsys) -> None:

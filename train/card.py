@@ -26,6 +26,7 @@ from lungdemo.atomic import write_json, write_text
 from lungdemo.errors import report_error
 from lungdemo.folder import CARD_NAME, METRICS_NAME
 from lungdemo.model import LIBRARY_NAME, LICENSE, PIPELINE_TAG, TAGS
+from train.card_sections import SPLITS, fmt, intervals_section, ood_section, robustness_section
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,6 @@ EVAL_SETS = {
     ),
 }
 
-# metrics.json key -> (row name in the summary table, section title)
-SPLITS = {
-    "test": ("official test split", "Official test split"),
-    "test_leakage_free": ("leakage-free test subset", "Leakage-free test subset"),
-    "validation": ("validation split (used to pick the epoch)", "Validation split"),
-}
 # training_args.json key -> label in the Training table
 TRAINING_FACTS = (
     ("epochs_run", "epochs run"),
@@ -80,10 +75,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         logger.warning("cannot read %s (%s): the card leaves out what it would say", path, exc)
         return None
     return data if isinstance(data, dict) else None
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _round(value: float) -> float:
@@ -136,9 +127,9 @@ def eval_results(metrics: dict[str, Any]) -> list[EvalResult]:
 def _class_row(name: str, c: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
-        "precision": _fmt(c.get("precision")),
-        "recall": _fmt(c.get("recall")),
-        "f1": _fmt(c.get("f1")),
+        "precision": fmt(c.get("precision")),
+        "recall": fmt(c.get("recall")),
+        "f1": fmt(c.get("f1")),
         "support": c.get("support", "n/a"),
     }
 
@@ -154,12 +145,12 @@ def _split_rows(m: dict[str, Any], name: str, title: str, class_names: list[str]
         "name": name,
         "title": title,
         "n": m.get("n", "n/a"),
-        "accuracy": _fmt(m.get("accuracy")),
-        "macro_precision": _fmt(macro.get("precision")),
-        "macro_recall": _fmt(macro.get("recall")),
-        "macro_f1": _fmt(macro.get("f1")),
-        "weighted_f1": _fmt(weighted.get("f1")),
-        "subtype_f1": _fmt(m.get("cancer_subtype_macro_f1")),
+        "accuracy": fmt(m.get("accuracy")),
+        "macro_precision": fmt(macro.get("precision")),
+        "macro_recall": fmt(macro.get("recall")),
+        "macro_f1": fmt(macro.get("f1")),
+        "weighted_f1": fmt(weighted.get("f1")),
+        "subtype_f1": fmt(m.get("cancer_subtype_macro_f1")),
         "per_class": [_class_row(c, per_class.get(c) or {}) for c in class_names or list(per_class)],
         "confusion": confusion,
     }
@@ -182,73 +173,6 @@ def _evaluation(folder: Path, metrics: dict[str, Any] | None, class_names: list[
             if isinstance(metrics.get(key), dict)
         ],
         "figures": [(p.name.removesuffix(".png").replace("_", " "), p.name) for p in sorted(folder.glob("*.png"))],
-    }
-
-
-def _interval(entry: Any) -> str:
-    if not isinstance(entry, dict):
-        return "n/a"
-    return f"{_fmt(entry.get('estimate'))} ({_fmt(entry.get('low'))} to {_fmt(entry.get('high'))})"
-
-
-def _intervals(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Rows of the 95%-interval table: one per figure, one column per split that has intervals."""
-    blocks = [
-        (name, metrics[key]["intervals"])
-        for key, (name, _) in SPLITS.items()
-        if isinstance((metrics or {}).get(key), dict) and isinstance(metrics[key].get("intervals"), dict)
-    ]
-    if not blocks:
-        return None
-    first = blocks[0][1]
-    figures = [
-        ("accuracy", "accuracy"),
-        ("macro_f1", "macro F1"),
-        ("cancer_subtype_macro_f1", "cancer-subtype macro F1"),
-    ]
-    rows = [(label, [_interval(b.get(key)) for _, b in blocks]) for key, label in figures]
-    rows += [
-        (f"recall: {c}", [_interval(b.get("recall", {}).get(c)) for _, b in blocks]) for c in first.get("recall", {})
-    ]
-    return {
-        "columns": [name for name, _ in blocks],
-        "rows": rows,
-        "n_resamples": first.get("n_resamples"),
-        "seed": first.get("seed"),
-    }
-
-
-def _robustness(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    block = (metrics or {}).get("robustness")
-    if not isinstance(block, dict):
-        return None
-    rows = [
-        (r["name"], r["kind"], _fmt(r["macro_f1"]), _fmt(r["drop_macro_f1"]), _fmt(r.get("cancer_subtype_macro_f1")))
-        for r in block.get("perturbations", [])
-    ]
-    clean = block.get("clean") or {}
-    return {
-        **block,
-        "rows": rows,
-        "clean_f1": _fmt(clean.get("macro_f1")),
-        "clean_subtype": _fmt(clean.get("cancer_subtype_macro_f1")),
-        "worst_name": (block.get("worst") or {}).get("name"),
-        "worst_f1": _fmt((block.get("worst") or {}).get("macro_f1")),
-    }
-
-
-def _ood(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    block = (metrics or {}).get("ood")
-    if not isinstance(block, dict):
-        return None
-    pct = {k: f"{block[k]:.1%}" for k in ("corpus_flagged", "in_distribution_flagged") if k in block}
-    command = block.get("command")  # a check fitted at the end of training records the training command
-    refit = command if isinstance(command, str) and command.startswith("python -m train.ood_fit") else None
-    return {
-        **block,
-        **{f"{k}_pct": v for k, v in pct.items()},
-        "auroc_text": _fmt(block.get("auroc"), 4),
-        "refit_command": refit,
     }
 
 
@@ -306,7 +230,7 @@ def card_context(
     teachers = training_args.get("teacher")  # one teacher: a dict; an ensemble: a list of them
     view = (training_args.get("args") or {}).get("distill_view", "same")  # what the teachers were shown
     teachers = [
-        {**t, "val_macro_f1": _fmt(t.get("val_macro_f1")), "clean_view": view == "clean"}
+        {**t, "val_macro_f1": fmt(t.get("val_macro_f1")), "clean_view": view == "clean"}
         for t in (teachers if isinstance(teachers, list) else [teachers])
         if isinstance(t, dict) and t
     ]
@@ -327,9 +251,9 @@ def card_context(
         if isinstance(preprocessing, dict)
         else [],
         "evaluation": _evaluation(folder, metrics, class_names),
-        "intervals": _intervals(metrics),
-        "robustness": _robustness(metrics),
-        "ood": _ood(metrics),
+        "intervals": intervals_section(metrics),
+        "robustness": robustness_section(metrics),
+        "ood": ood_section(metrics),
         "training": _training(training_args),
         "command": command or None,
         "origin": origin,

@@ -148,7 +148,7 @@ def run_suite(
             m, preds = evaluate_perturbation(
                 predictor, originals, labels, p, seed=seed, batch_size=batch_size, pool=pool
             )
-            row = {**p.describe(), **m}
+            row = {**p.describe(), "suite": suite_of(p), **m}
             row["drop_macro_f1"] = clean["macro_f1"] - row["macro_f1"]
             row["agreement_with_clean"] = sum(a == b for a, b in zip(preds, clean_preds, strict=True)) / len(preds)
             rows.append(row)
@@ -170,7 +170,27 @@ def run_suite(
         "max_drop": max_drop,
         "failing": failing,
         "passed": not failing,
+        "by_suite": by_suite(rows, max_drop),
     }
+
+
+def by_suite(rows: list[dict[str, Any]], max_drop: float) -> dict[str, dict[str, Any]]:
+    """Each suite's count, worst case and failing perturbations: the target's suites apart from ``stress``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["suite"] for r in rows):
+        mine = [r for r in rows if r["suite"] == name]
+        worst = min(mine, key=lambda r: r["macro_f1"])
+        out[name] = {
+            "n": len(mine),
+            "worst": {k: worst[k] for k in ("name", "macro_f1", "drop_macro_f1")},
+            "failing": [r["name"] for r in mine if r["drop_macro_f1"] > max_drop],
+        }
+    return out
+
+
+def suite_of(p: Perturbation) -> str:
+    """The suite ``p`` belongs to (``custom`` for one built elsewhere)."""
+    return next((s.name for s in SUITES.values() if p in s.perturbations), "custom")
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -193,6 +213,9 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"worst: {w['name']} macro-F1 {w['macro_f1']:.3f} (drop {w['drop_macro_f1']:.3f})")
     verdict = "all within" if result["passed"] else f"{len(result['failing'])} over"
     lines.append(f"{verdict} {result['max_drop']:.2f} of clean")
+    for name, block in result.get("by_suite", {}).items():
+        over = f"{len(block['failing'])} of {block['n']} over" if block["failing"] else f"all {block['n']} within"
+        lines.append(f"  {name}: {over}; worst {block['worst']['name']} (drop {block['worst']['drop_macro_f1']:.3f})")
     return "\n".join(lines)
 
 
@@ -246,7 +269,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def metrics_block(result: dict[str, Any], command: str) -> dict[str, Any]:
     """The ``robustness`` block of ``metrics.json``: each row's headline figures, the worst case, the verdict."""
-    keep = ("name", "kind", "format", "accuracy", "macro_f1", "cancer_subtype_macro_f1", "drop_macro_f1")
+    keep = ("name", "kind", "suite", "format", "accuracy", "macro_f1", "cancer_subtype_macro_f1", "drop_macro_f1")
     clean = result["clean"]
     return {
         "suite": result["suite"],
@@ -259,6 +282,7 @@ def metrics_block(result: dict[str, Any], command: str) -> dict[str, Any]:
         "max_drop": result["max_drop"],
         "failing": result["failing"],
         "passed": result["passed"],
+        "by_suite": result["by_suite"],
     }
 
 

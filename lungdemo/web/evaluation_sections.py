@@ -15,7 +15,7 @@ from lungdemo.folder import METRICS_NAME
 
 INTERVAL_SPLITS = (("test", "Official test split"), ("test_leakage_free", "Leakage-free test subset"))
 INTERVAL_HEADERS = ["metric", *(f"{title} (95% interval)" for _, title in INTERVAL_SPLITS)]
-ROBUSTNESS_HEADERS = ["upload", "kind", "macro F1", "drop from clean", "cancer-subtype macro F1"]
+ROBUSTNESS_HEADERS = ["upload", "kind", "suite", "macro F1", "drop from clean", "cancer-subtype macro F1"]
 OOD_KIND_HEADERS = ["kind of image", "flagged"]
 
 
@@ -75,6 +75,7 @@ def robustness_rows(block: dict[str, Any]) -> list[list[Any]]:
         [
             "the dataset's own files",
             "clean",
+            "",
             round(clean["macro_f1"], 3),
             "",
             round(clean["cancer_subtype_macro_f1"] or 0, 3),
@@ -85,6 +86,7 @@ def robustness_rows(block: dict[str, Any]) -> list[list[Any]]:
             [
                 r["name"],
                 r["kind"],
+                r.get("suite", ""),
                 round(r["macro_f1"], 3),
                 round(r["drop_macro_f1"], 3),
                 round(r["cancer_subtype_macro_f1"] or 0, 3),
@@ -106,7 +108,18 @@ def robustness_summary(block: dict[str, Any]) -> str:
         "(framed, on a viewer canvas with text, re-encoded, downscaled, another gamma, rotated), each "
         f"classified through the app's own path ({block['n']} slices, suite `{block['suite']}`). "
         f"Worst case: **{worst.get('name', '—')}**, macro F1 {worst.get('macro_f1', float('nan')):.3f}; {verdict}."
+        + suite_verdicts(block)
     )
+
+
+def suite_verdicts(block: dict[str, Any]) -> str:
+    """One clause per suite (``dev``, ``holdout``, ``stress``), when the block records them."""
+    parts = []
+    for name, suite in (block.get("by_suite") or {}).items():
+        over = len(suite["failing"])
+        state = f"{over} of {suite['n']} over" if over else f"all {suite['n']} within"
+        parts.append(f"`{name}` {state} (worst {suite['worst']['name']}, drop {suite['worst']['drop_macro_f1']:.3f})")
+    return (" By suite: " + "; ".join(parts) + ".") if parts else ""
 
 
 def robustness_section(metrics: dict[str, Any]) -> None:
