@@ -25,6 +25,11 @@ def _s(op: str, **kw: Any) -> Step:
     return (op, kw)
 
 
+def _jpeg_combo(name: str, quality: int, *steps: Step) -> Perturbation:
+    """Steps then a JPEG export: how most combined uploads reach the app."""
+    return _p(name, "combo", *steps, fmt="jpeg", quality=quality)
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -64,14 +69,12 @@ DEV = Suite(
         _p("rotate +12", "rotate", _s("rotate", degrees=12)),
         _p("rotate -7 on white", "rotate", _s("rotate", degrees=-7, fill=255)),
         _p("noise sigma 6", "noise", _s("noise", sigma=6)),
-        _p("canvas black + jpeg q70", "combo", _s("canvas", background=0, fill=0.8), fmt="jpeg", quality=70),
-        _p(
+        _jpeg_combo("canvas black + jpeg q70", 70, _s("canvas", background=0, fill=0.8)),
+        _jpeg_combo(
             "frame white 10% + downscale 1/2 + jpeg q80",
-            "combo",
+            80,
             _s("frame", colour=255, width=0.1),
             _s("downscale", factor=0.5),
-            fmt="jpeg",
-            quality=80,
         ),
         _p("gamma 0.8 + rotate +3", "combo", _s("gamma", g=0.8), _s("rotate", degrees=3)),
     ),
@@ -130,21 +133,17 @@ HOLDOUT = Suite(
         _p("rotate -5", "rotate", _s("rotate", degrees=-5)),
         _p("rotate +10 on white", "rotate", _s("rotate", degrees=10, fill=255)),
         _p("noise sigma 10", "noise", _s("noise", sigma=10)),
-        _p(
+        _jpeg_combo(
             "canvas gray 45 + downscale 0.6 + jpeg q60",
-            "combo",
+            60,
             _s("canvas", background=45, fill=0.6, offset=(0.3, 0.6), colourbar=True),
             _s("downscale", factor=0.6),
-            fmt="jpeg",
-            quality=60,
         ),
-        _p(
+        _jpeg_combo(
             "frame cream 12% + gamma 0.85 + jpeg q50",
-            "combo",
+            50,
             _s("frame", colour=(245, 240, 225), width=0.12),
             _s("gamma", g=0.85),
-            fmt="jpeg",
-            quality=50,
         ),
         _p("rotate -3 + noise 4 + figure", "combo", _s("rotate", degrees=-3), _s("noise", sigma=4), _s("figure")),
     ),
@@ -175,21 +174,14 @@ STRESS = Suite(
             "canvas",
             _s("canvas", background=235, fill=0.7, text_colour=20, offset=(0.45, 0.55)),
         ),
-        _p(
-            "canvas black + gamma 0.6 + jpeg q40",
-            "combo",
-            _s("canvas", background=0, fill=0.8),
-            _s("gamma", g=0.6),
-            fmt="jpeg",
-            quality=40,
+        _jpeg_combo(
+            "canvas black + gamma 0.6 + jpeg q40", 40, _s("canvas", background=0, fill=0.8), _s("gamma", g=0.6)
         ),
-        _p(
+        _jpeg_combo(
             "frame white 25% + downscale 0.3 + jpeg q25",
-            "combo",
+            25,
             _s("frame", colour=255, width=0.25),
             _s("downscale", factor=0.3),
-            fmt="jpeg",
-            quality=25,
         ),
     ),
     "beyond both: the same kinds at strengths past the dev and holdout suites (and the trained ranges)",
