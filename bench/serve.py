@@ -231,7 +231,8 @@ def table(figures: dict[str, float], clients: Sequence[int]) -> str:
         k = f"c{n}_"
         rows.append((f"throughput, {n} client{'s' if n > 1 else ''}", f"{f[k + 'throughput_rps']:.1f} req/s", "", None))
         rows.append(("  latency p50 / p95", f"{f[k + 'p50_ms']:.0f} / {f[k + 'p95_ms']:.0f} ms", "", None))
-        rows.append(("  server CPU time a request", f"{f[k + 'server_cpu_ms']:.1f} ms", "", None))
+        cpu = f"{f[k + 'server_cpu_ms']:.1f} / {f.get(k + 'client_cpu_ms', float('nan')):.1f} ms"
+        rows.append(("  CPU time a request: server / bench clients", cpu, "", None))
         errors = f"{int(f[k + 'errors'])} of {int(f[k + 'requests'])}"
         rows.append(("  errors", errors, "0", f[k + "errors"] == 0))
     if 1 in clients and max(clients) > 1:
@@ -242,11 +243,13 @@ def table(figures: dict[str, float], clients: Sequence[int]) -> str:
         # CPU a request measured under load serve at most this rate (the server alone, client excluded)
         busy = f["c1_throughput_rps"] * f["c1_server_cpu_ms"] / 1000
         ceiling = CORES * 1000 / f[f"c{top}_server_cpu_ms"]
+        shared = CORES * 1000 / (f[f"c{top}_server_cpu_ms"] + f.get(f"c{top}_client_cpu_ms", float("nan")))
         rows.append(("  cores the server keeps busy for 1 client", f"{busy:.2f} of {CORES}", "", None))
         rows.append(
             (
                 f"  ceiling: {CORES} cores / server CPU a request at {top}",
-                f"{ceiling:.1f} req/s = {ceiling / f['c1_throughput_rps']:.2f}x",
+                f"{ceiling:.1f} req/s = {ceiling / f['c1_throughput_rps']:.2f}x "
+                f"({shared:.1f} with the bench's clients on the same cores)",
                 "",
                 None,
             )
