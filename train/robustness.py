@@ -155,37 +155,36 @@ def run_suite(
     finally:
         if pool is not None:
             pool.shutdown()
-    worst = min(rows, key=lambda r: r["macro_f1"]) if rows else None
     worst_subtype = min(rows, key=lambda r: r["cancer_subtype_macro_f1"] or 0.0) if rows else None
-    failing = [r["name"] for r in rows if r["drop_macro_f1"] > max_drop]
+    overall = verdict(rows, max_drop)
     return {
         "n": len(samples),
         "seed": seed,
         "clean": clean,
         "perturbations": rows,
-        "worst": None if worst is None else {k: worst[k] for k in ("name", "macro_f1", "drop_macro_f1")},
+        "worst": overall["worst"],
         "worst_subtype": None
         if worst_subtype is None
         else {"name": worst_subtype["name"], "cancer_subtype_macro_f1": worst_subtype["cancer_subtype_macro_f1"]},
         "max_drop": max_drop,
-        "failing": failing,
-        "passed": not failing,
-        "by_suite": by_suite(rows, max_drop),
+        "failing": overall["failing"],
+        "passed": not overall["failing"],
+        "by_suite": {
+            name: verdict([r for r in rows if r["suite"] == name], max_drop)
+            for name in dict.fromkeys(r["suite"] for r in rows)
+        },
     }
 
 
-def by_suite(rows: list[dict[str, Any]], max_drop: float) -> dict[str, dict[str, Any]]:
-    """Each suite's count, worst case and failing perturbations: the target's suites apart from ``stress``."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(r["suite"] for r in rows):
-        mine = [r for r in rows if r["suite"] == name]
-        worst = min(mine, key=lambda r: r["macro_f1"])
-        out[name] = {
-            "n": len(mine),
-            "worst": {k: worst[k] for k in ("name", "macro_f1", "drop_macro_f1")},
-            "failing": [r["name"] for r in mine if r["drop_macro_f1"] > max_drop],
-        }
-    return out
+def verdict(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any]:
+    """Rows' count, worst case (``None`` without rows) and the perturbations losing more than ``max_drop``:
+    of the whole run, and of each suite in ``by_suite``."""
+    worst = min(rows, key=lambda r: r["macro_f1"]) if rows else None
+    return {
+        "n": len(rows),
+        "worst": None if worst is None else {k: worst[k] for k in ("name", "macro_f1", "drop_macro_f1")},
+        "failing": [r["name"] for r in rows if r["drop_macro_f1"] > max_drop],
+    }
 
 
 def suite_of(p: Perturbation) -> str:
