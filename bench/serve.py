@@ -18,6 +18,9 @@ Starts ``python app.py --model X --port P`` as a child process and measures, in 
 * ``gradio_client`` latency beside it: its own polling adds tens of milliseconds per call,
   so it is reported but not what the targets refer to.
 
+Each call is a new Gradio session, as ``curl`` sends it; ``--client-sessions`` gives each client
+one session for all its calls, as ``gradio_client`` and the page do.
+
 ``--without-check`` serves a copy of the folder without the out-of-distribution check; the
 difference between the two runs' ``/classify`` p50 is what the check adds (issue 13's target:
 at most 15 ms).
@@ -41,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,6 +61,7 @@ from bench.serve_clients import (  # noqa: E402
     percentile,
     run_load,
 )
+from bench.serve_report import table  # noqa: E402
 
 SHIPPED_MODEL = REPO / "lungdemo" / "shipped_model"
 EXAMPLES = REPO / "examples"
@@ -64,9 +69,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff"}
 MIN_LOAD_REQUESTS = 96
 """Requests in a throughput run at least (a 1-client run needs enough for a steady rate)."""
 MIXED_WARMUP = 64
-
-
-CORES = len(os.sched_getaffinity(0))
 
 
 def free_port() -> int:
@@ -174,7 +176,9 @@ class InProcess:
         return time.perf_counter() - start
 
 
-def single_client(url: str, images: list[tuple[str, bytes]], local: InProcess, n: int) -> dict[str, float]:
+def single_client(
+    url: str, images: list[tuple[str, bytes]], local: InProcess, n: int, session: str | None
+) -> dict[str, float]:
     """``n`` sequential API requests, each followed by the same slice in this process.
 
     Interleaving puts both measurements under the same conditions: on a shared machine the
@@ -187,7 +191,7 @@ def single_client(url: str, images: list[tuple[str, bytes]], local: InProcess, n
             classify_http(http, images[i % len(images)][1], images[i % len(images)][0])
         for i in range(n):
             name, data = images[i % len(images)]
-            calls.append(classify_http(http, data, name))
+            calls.append(classify_http(http, data, name, session))
             forward.append(local.forward(i))
             full.append(local.predict(i))
     failed = [c.error for c in calls if not c.ok]
@@ -203,88 +207,6 @@ def single_client(url: str, images: list[tuple[str, bytes]], local: InProcess, n
         "predict_in_process_p95_ms": percentile(full, 95) * 1000,
         "torch_threads": float(local.torch.get_num_threads()),
     }
-
-
-def table(figures: dict[str, float], clients: Sequence[int]) -> str:
-    f = figures
-    ratio = f["api_p50_ms"] / f["predict_in_process_p50_ms"]
-    rows: list[tuple[str, str, str, bool | None]] = [
-        ("cold start: process start -> first answer", f"{f['cold_start_s']:.2f} s", "< 6 s", f["cold_start_s"] < 6),
-        ("  (process start -> HTTP server answering)", f"{f['listening_s']:.2f} s", "", None),
-    ]
-    if "import_floor_s" in f:
-        rows.append(("  (import torch, torchvision, gradio alone)", f"{f['import_floor_s']:.2f} s", "", None))
-    rows += [
-        ("/classify p50, 1 client, plain HTTP", f"{f['api_p50_ms']:.1f} ms", "", None),
-        ("/classify p95, 1 client, plain HTTP", f"{f['api_p95_ms']:.1f} ms", "", None),
-        ("  of which upload p50", f"{f['upload_p50_ms']:.1f} ms", "", None),
-        (
-            "Predictor.predict p50 / p95 (this process)",
-            f"{f['predict_in_process_p50_ms']:.1f} / {f['predict_in_process_p95_ms']:.1f} ms",
-            "",
-            None,
-        ),
-        ("  model forward alone p50 (this process)", f"{f['model_forward_p50_ms']:.1f} ms", "", None),
-        ("ratio /classify p50 / predict p50", f"{ratio:.2f}x", "<= 2x", ratio <= 2),
-    ]
-    for n in clients:
-        k = f"c{n}_"
-        rows.append((f"throughput, {n} client{'s' if n > 1 else ''}", f"{f[k + 'throughput_rps']:.1f} req/s", "", None))
-        rows.append(("  latency p50 / p95", f"{f[k + 'p50_ms']:.0f} / {f[k + 'p95_ms']:.0f} ms", "", None))
-        cpu = f"{f[k + 'server_cpu_ms']:.1f} / {f.get(k + 'client_cpu_ms', float('nan')):.1f} ms"
-        rows.append(("  CPU time a request: server / bench clients", cpu, "", None))
-        errors = f"{int(f[k + 'errors'])} of {int(f[k + 'requests'])}"
-        rows.append(("  errors", errors, "0", f[k + "errors"] == 0))
-    if 1 in clients and max(clients) > 1:
-        top = max(clients)
-        speedup = f[f"c{top}_throughput_rps"] / f["c1_throughput_rps"]
-        rows.append((f"{top} clients / 1 client request rate", f"{speedup:.2f}x", ">= 3x", speedup >= 3))
-        # what the machine allows: one client already keeps this many cores busy, and all cores at the
-        # CPU a request measured under load serve at most this rate (the server alone, client excluded)
-        busy = f["c1_throughput_rps"] * f["c1_server_cpu_ms"] / 1000
-        ceiling = CORES * 1000 / f[f"c{top}_server_cpu_ms"]
-        shared = CORES * 1000 / (f[f"c{top}_server_cpu_ms"] + f.get(f"c{top}_client_cpu_ms", float("nan")))
-        rows.append(("  cores the server keeps busy for 1 client", f"{busy:.2f} of {CORES}", "", None))
-        rows.append(
-            (
-                f"  ceiling: {CORES} cores / server CPU a request at {top}",
-                f"{ceiling:.1f} req/s = {ceiling / f['c1_throughput_rps']:.2f}x "
-                f"({shared:.1f} with the bench's clients on the same cores)",
-                "",
-                None,
-            )
-        )
-    if "mixed_requests" in f:
-        verdicts = f"{int(f['mixed_answered'])} / {int(f['mixed_refused'])} / {int(f['mixed_failed'])}"
-        mixed = f"{int(f['mixed_requests'])} mixed requests, {int(f['mixed_clients'])} clients"
-        rows += [
-            (f"{mixed}: answered / refused / failed", verdicts, "_ / _ / 0", f["mixed_failed"] == 0),
-            ("  throughput", f"{f['mixed_throughput_rps']:.1f} req/s", "", None),
-            (
-                "  server RSS before -> after",
-                f"{f['rss_before_mixed_mb']:.0f} -> {f['rss_after_mixed_mb']:.0f} MiB",
-                "",
-                None,
-            ),
-            ("  server RSS growth", f"{f['rss_growth_pct']:+.1f}%", "< 10%", f["rss_growth_pct"] < 10),
-        ]
-    rows.append(("server peak RSS", f"{f['peak_rss_mb']:.0f} MiB", "", None))
-    if "gradio_client_p50_ms" in f:
-        rows.append(
-            (
-                "gradio_client p50 / p95 (own polling included)",
-                f"{f['gradio_client_p50_ms']:.0f} / {f['gradio_client_p95_ms']:.0f} ms",
-                "",
-                None,
-            )
-        )
-    rows.append(("load average (1 min) at start / end", f"{f['load_start']:.2f} / {f['load_end']:.2f}", "", None))
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'metric'.ljust(width)}  {'value':>18}  {'target':>9}  met", "-" * (width + 38)]
-    for name, value, target, met in rows:
-        mark = "" if met is None else ("yes" if met else "NO")
-        lines.append(f"{name.ljust(width)}  {value:>18}  {target:>9}  {mark}")
-    return "\n".join(lines)
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -328,6 +250,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve a copy of the (local) model folder without ood.json/ood.safetensors: run once with and "
         "once without it to see what the out-of-distribution check adds to each figure",
     )
+    parser.add_argument("--client-sessions", action="store_true", help="one Gradio session per client (see above)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -371,13 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"server up: cold start {figures['cold_start_s']:.2f} s; measuring...", file=sys.stderr)
 
         try:
-            figures.update(single_client(url, images, InProcess(args.model, images), args.requests))
+            session = uuid.uuid4().hex[:11] if args.client_sessions else None
+            figures.update(single_client(url, images, InProcess(args.model, images), args.requests, session))
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         for clients in args.clients:
             total = max(MIN_LOAD_REQUESTS, args.load_requests * clients)
-            figures.update(run_load(url, proc.pid, images, clients, total))
+            figures.update(run_load(url, proc.pid, images, clients, total, args.client_sessions))
         if args.mixed:
             figures.update(mixed_memory(url, proc.pid, args.mixed, args.mixed_clients, warmup=MIXED_WARMUP))
         if args.client_requests:
@@ -389,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     figures["ratio_api_p50_to_predict"] = figures["api_p50_ms"] / figures["predict_in_process_p50_ms"]
     check = "without its out-of-distribution check" if args.without_check else "as it is"
-    print(f"model: {args.model} ({check}); {len(images)} images; torch threads here: {int(figures['torch_threads'])}")
+    sessions = "one session per client" if args.client_sessions else "a new session per call"
+    threads = int(figures["torch_threads"])
+    print(f"model: {args.model} ({check}); {len(images)} images; {sessions}; torch threads here: {threads}")
     print(table(figures, args.clients))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -10,6 +10,7 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,15 +36,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def classify_http(http: httpx.Client, data: bytes, name: str) -> Call:
-    """Upload, call, read the event stream: the whole request as a plain HTTP client sees it."""
+def classify_http(http: httpx.Client, data: bytes, name: str, session: str | None = None) -> Call:
+    """Upload, call, read the event stream: the whole request as a plain HTTP client sees it.
+
+    Without ``session`` each call is a new Gradio session (as ``curl`` sends it); with one, the
+    calls share it, as ``gradio_client`` and the page do."""
     start = time.perf_counter()
     try:
         up = http.post("/gradio_api/upload", files={"files": (name, data, "application/octet-stream")})
         up.raise_for_status()
         uploaded = time.perf_counter()
         file_data = {"path": up.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": name}
-        call = http.post("/gradio_api/call/classify", json={"data": [file_data]})
+        body: dict[str, object] = {"data": [file_data]} | ({"session_hash": session} if session else {})
+        call = http.post("/gradio_api/call/classify", json=body)
         call.raise_for_status()
         event_id = call.json()["event_id"]
         event = ""
@@ -76,25 +81,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_load(url: str, pid: int, images: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, float]:
+def run_load(
+    url: str, pid: int, images: list[tuple[str, bytes]], clients: int, total: int, sessions: bool = False
+) -> dict[str, float]:
     """Throughput, latency and the server's CPU time per request of ``total`` good requests from
     ``clients`` clients (keys ``c{clients}_...``). CPU time a request says what the server could
     serve on idle cores, whatever else the machine runs; the clients' own CPU time a request says
     what they take from the same cores here (remote visitors would not)."""
     before, mine = cpu_seconds(pid), time.process_time()
-    figures = concurrent_load(url, images, clients, total)
+    figures = concurrent_load(url, images, clients, total, sessions)
     figures["server_cpu_ms"] = (cpu_seconds(pid) - before) / total * 1000
     figures["client_cpu_ms"] = (time.process_time() - mine) / total * 1000  # this process: the client threads
     return {f"c{clients}_{key}": value for key, value in figures.items()}
 
 
-def concurrent_load(url: str, images: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, float]:
-    """``clients`` threads, each with its own connection, sharing ``total`` requests."""
+def concurrent_load(
+    url: str, images: list[tuple[str, bytes]], clients: int, total: int, sessions: bool = False
+) -> dict[str, float]:
+    """``clients`` threads, each with its own connection (and with ``sessions`` its own Gradio session),
+    sharing ``total`` requests."""
     counter = iter(range(total))
     lock = threading.Lock()
     calls: list[Call] = []
 
     def worker(worker_id: int) -> None:
+        session = uuid.uuid4().hex[:11] if sessions else None
         with httpx.Client(base_url=url, timeout=120) as http:
             while True:
                 with lock:
@@ -102,7 +113,7 @@ def concurrent_load(url: str, images: list[tuple[str, bytes]], clients: int, tot
                 if i is None:
                     return
                 name, data = images[(i + worker_id) % len(images)]
-                call = classify_http(http, data, name)
+                call = classify_http(http, data, name, session)
                 with lock:
                     calls.append(call)
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from lungdemo.decode import DEFAULT_MAX_PIXELS, DecodedInfo, decode_image
 from lungdemo.framing import frame_slice, slice_problems
+from lungdemo.intensity import INTENSITY_POLICIES, standardize
 
 RESIZE_POLICIES = ("body_crop_pad", "slice_crop_pad", "pad", "squash")
 SAVED_BEFORE: dict[str, Any] = {"slice_fill": False}
@@ -58,6 +59,11 @@ class PreprocessConfig:
     slice_deskew: float = 0.0
     slice_deskew_keep: float = 0.0
     slice_fill: bool = True
+    # gray levels (lungdemo.intensity): ``none`` as decoded (every folder saved before it), or ``standardize``
+    # each slice on its own ``intensity_white`` and ``intensity_mid`` quantiles
+    intensity: str = "none"
+    intensity_white: float = 0.99
+    intensity_mid: float = 0.75
 
     def __post_init__(self) -> None:
         problems = []
@@ -87,6 +93,13 @@ class PreprocessConfig:
         )
         if not isinstance(self.slice_fill, bool):
             problems.append(f"slice_fill must be true or false, got {self.slice_fill!r}")
+        if self.intensity not in INTENSITY_POLICIES:
+            problems.append(f"intensity must be one of {INTENSITY_POLICIES}, got {self.intensity!r}")
+        if not 0 < self.intensity_mid < self.intensity_white <= 1:
+            problems.append(
+                "intensity quantiles need 0 < intensity_mid < intensity_white <= 1, got "
+                f"{self.intensity_mid!r} and {self.intensity_white!r}"
+            )
         if problems:
             raise ValueError("invalid preprocessing config: " + "; ".join(problems))
 
@@ -186,6 +199,8 @@ def normalize(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     if batch.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 input, got {batch.dtype}")
     x = batch.to(torch.float32).div_(255.0)
+    if cfg.intensity == "standardize":
+        x = standardize(x, cfg.intensity_white, cfg.intensity_mid)
     x = x.expand(*x.shape[:-3], cfg.in_channels, *x.shape[-2:])
     mean = torch.tensor(cfg.mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
     std = torch.tensor(cfg.std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)

@@ -313,3 +313,25 @@ def test_template_is_packaged() -> None:
     patterns = config["tool"]["setuptools"]["package-data"]["train"]
     relative = TEMPLATE_PATH.relative_to(REPO_ROOT / "train").as_posix()
     assert TEMPLATE_PATH.is_file() and any(fnmatch.fnmatch(relative, p) for p in patterns)
+
+
+def test_a_run_taught_by_the_model_it_continues_says_so_once(tmp_path: Path) -> None:
+    """kd8's shape: kd5 is both the warm start and the teacher; the card says what the teacher is, names its
+    standardised gray levels, and lists kd5's command once."""
+    source = "python -m train --out runs/kd5 --pretrained none"
+    teacher = {"architecture": "alexnet model folder runs/kd5/model", "command": source, "val_macro_f1": 0.904}
+    args = {
+        "command": "python -m train --pretrained runs/kd5/model --teacher runs/kd5/model --intensity standardize",
+        "pretrained": {"pretrained": "runs/kd5/model", "warm_start": True, "source_command": source},
+        "teacher": teacher,
+        "args": {"distill_view": "clean"},
+    }
+    folder = folder_with(tmp_path, metrics=fake_metrics(), training_args=args)
+    config = json.loads((folder / "config.json").read_text())
+    config["preprocessing"]["intensity"] = "standardize"
+    (folder / "config.json").write_text(json.dumps(config))
+    text = render_model_card(folder)
+    assert "knowledge distillation from a trained model of the project (given each batch through its own" in text
+    assert "ImageNet-pretrained" not in text
+    assert "standardise the gray levels" in text
+    assert text.split("## How to reproduce", 1)[1].count(source) == 1

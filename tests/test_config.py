@@ -146,6 +146,7 @@ def test_an_old_record_reads_back() -> None:
         "slice_deskew": 0.0,
         "slice_deskew_keep": 0.0,
         "distill_view": "same",  # the teacher saw the student's batch
+        "intensity": "none",  # gray levels as decoded
         "precision": "auto",
         "ood_check": True,
         **added_later,

@@ -195,3 +195,21 @@ def test_predict_logits_in_batches_equals_one_pass_in_eval_mode() -> None:
         whole = model(normalize(x, PRE))
     torch.testing.assert_close(out, whole, rtol=1e-5, atol=1e-6)
     assert predict_logits(model, x[:0], PRE).numel() == 0
+
+
+def test_a_teacher_with_its_own_gray_levels_sees_the_students_views_through_them() -> None:
+    """The student standardises gray levels; the teacher trained without keeps its own normalisation."""
+    student_pre = dataclasses.replace(PRE, intensity="standardize")
+    batch, labels = images(8), torch.zeros(8, dtype=torch.long)
+    for view in ("same", "clean"):
+        student, teacher = Spy(), Spy()
+        distill = Distillation(teacher.eval(), 0.9, 2.0, view, pre=PRE)
+        train_one_epoch(
+            parts(student, nn.CrossEntropyLoss()),
+            Split(batch, labels),
+            EpochConfig(student_pre, OFF, 8, distill=distill),
+            1,
+        )
+        order = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(student.seen[0], normalize(batch[order], student_pre))  # no moves in OFF
+        torch.testing.assert_close(teacher.seen[0], normalize(batch[order], PRE))

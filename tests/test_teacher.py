@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,11 +12,21 @@ from safetensors.torch import load_file
 
 import train.checkpoint as ckpt
 from lungdemo.errors import LungdemoError
+from lungdemo.folder import write_model_folder
+from lungdemo.model import LungAlexNet
 from lungdemo.preprocessing import PreprocessConfig
 from tests.training_helpers import error_line, fake_dataset
 from train import teacher as teacher_mod
 from train.config import TeacherConfig
-from train.teacher import TeacherEnsemble, TeacherError, build_teacher, load_teacher, load_teachers
+from train.teacher import (
+    TeacherEnsemble,
+    TeacherError,
+    build_teacher,
+    load_teacher,
+    load_teachers,
+    teacher_preprocessing,
+    teacher_summary,
+)
 
 ARGS = ["--image-size", "64", "--batch-size", "4", "--threads", "1"]
 
@@ -144,3 +155,23 @@ def test_finished_teacher_is_not_overwritten(tmp_path: Path, capsys: pytest.Capt
         f"error: {out} already holds a finished run ({out}); pass --overwrite to replace it"
     )
     assert (out / teacher_mod.META).read_text() == "{}"
+
+
+def test_a_trained_model_folder_teaches_through_its_own_gray_levels(tmp_path: Path) -> None:
+    """A model folder is a teacher too; one trained without standardised gray levels keeps them."""
+    folder = tmp_path / "model"
+    pre = PreprocessConfig(image_size=64)
+    model = LungAlexNet(class_names=["a", "b", "c", "d"], hidden=16, preprocessing=pre.to_dict())
+    write_model_folder(model, folder)
+    student = dataclasses.replace(pre, intensity="standardize")
+    teacher = load_teacher(folder, student)
+    assert not teacher.training
+    with torch.no_grad():
+        assert teacher(torch.zeros(2, 3, 64, 64)).shape == (2, 4)
+    assert teacher_preprocessing((folder,), student) == pre
+    assert teacher_preprocessing((folder,), pre) is None
+    summary = teacher_summary(folder)
+    assert summary["architecture"].startswith("alexnet model folder")
+    wrong = dataclasses.replace(pre, image_size=96)
+    with pytest.raises(TeacherError, match="other preprocessing"):
+        load_teacher(folder, wrong)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import pytest
+from gradio.state_holder import SessionState
 from gradio_client import Client
 
 from lungdemo.decode import DEFAULT_MAX_BYTES
@@ -150,3 +155,33 @@ def test_shipped_model_page_has_no_server_path() -> None:
         text = page_text(s.url)
     assert str(REPO) not in text and str(SHIPPED_MODEL_DIR) not in text
     assert "Model: the shipped model (`shipped_model`)" in text
+
+
+def test_a_new_session_does_not_search_for_absent_plot_packages(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every plain API call is a new Gradio session, whose page config asks ``gr.Plot`` for bokeh:
+    when bokeh is not installed, Python is told once instead of searching ``sys.path`` per request."""
+    if sys.modules.get("bokeh", None) is not None:
+        pytest.skip("bokeh is installed here: there is no failing search to spare")
+    assert any(isinstance(b, gr.Plot) for b in server.demo.blocks.values())
+    searched: list[str] = []
+    real = importlib.machinery.PathFinder.find_spec
+
+    def spy(name: str, path: object = None, target: object = None) -> object:
+        searched.append(name)
+        return real(name, path, target)
+
+    monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec", spy)
+    SessionState(server.demo)
+    assert "bokeh" not in searched
+    monkeypatch.delitem(sys.modules, "bokeh")  # as Gradio runs without lean_serving
+    SessionState(server.demo)
+    assert "bokeh" in searched
+
+
+def test_the_queue_summarises_its_events_rarely(server: Server) -> None:
+    """Gradio's monitoring summary (a pandas table of recent events, unused here) is not rebuilt per request."""
+    queue = server.demo._queue
+    assert queue.ANALYTICS_MAX_EVENTS == 256
+    assert queue.ANAYLTICS_CACHE_FREQUENCY == 256  # Gradio's spelling

@@ -230,7 +230,12 @@ def card_context(
     teachers = training_args.get("teacher")  # one teacher: a dict; an ensemble: a list of them
     view = (training_args.get("args") or {}).get("distill_view", "same")  # what the teachers were shown
     teachers = [
-        {**t, "val_macro_f1": fmt(t.get("val_macro_f1")), "clean_view": view == "clean"}
+        {
+            **t,
+            "val_macro_f1": fmt(t.get("val_macro_f1")),
+            "clean_view": view == "clean",
+            "model_folder": str(t.get("architecture") or "").startswith("alexnet model folder"),
+        }
         for t in (teachers if isinstance(teachers, list) else [teachers])
         if isinstance(t, dict) and t
     ]
@@ -258,6 +263,7 @@ def card_context(
         "command": command or None,
         "origin": origin,
         "teachers": teachers,
+        "standardized": isinstance(preprocessing, dict) and preprocessing.get("intensity") == "standardize",
         "warm_start": warm_start,
         "export_command": training_args.get("export_command"),
         "ref": repo_id or "user/repo",

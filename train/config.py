@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from lungdemo.device import DEFAULT_DEVICE, DEVICE_CHOICES, PRECISION_CHOICES
+from lungdemo.intensity import INTENSITY_POLICIES
 from lungdemo.preprocessing import RESIZE_POLICIES, SAVED_BEFORE, PreprocessConfig
 from train.augment import AugmentConfig
 from train.data import DEFAULT_CACHE_DIR
@@ -41,6 +42,7 @@ BEFORE_THE_FIELD: dict[str, Any] = {
     "slice_deskew": 0.0,
     "slice_deskew_keep": 0.0,
     "distill_view": "same",
+    "intensity": "none",
 }
 """Fields added later, with what a record written before them means (every earlier run was on the CPU,
 painted no canvas, levelled no slice and showed the teacher the student's batch)."""
@@ -55,7 +57,15 @@ IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "publishing",
 )
 _PRE = PreprocessConfig()
-PREPROCESS_FIELDS = ("image_size", "resize", "body_threshold", "slice_fill", "slice_deskew", "slice_deskew_keep")
+PREPROCESS_FIELDS = (
+    "image_size",
+    "resize",
+    "body_threshold",
+    "slice_fill",
+    "slice_deskew",
+    "slice_deskew_keep",
+    "intensity",
+)
 """The :class:`PreprocessConfig` fields a run sets from its flags (the rest keep their defaults)."""
 
 C = TypeVar("C", bound="RunConfig")
@@ -159,6 +169,15 @@ class RunConfig:
         default=_PRE.slice_deskew_keep,
         metadata=cli(
             "slice_crop_pad: leave tilts up to this many degrees alone and turn a larger one back to it", group=PRE
+        ),
+    )
+    intensity: str = field(
+        default=_PRE.intensity,
+        metadata=cli(
+            "gray levels: none (as decoded) or standardize (each slice scaled on its own quantiles, a gamma "
+            "change of the upload undone; see lungdemo.intensity)",
+            group=PRE,
+            choices=list(INTENSITY_POLICIES),
         ),
     )
     epochs: int = field(default=30, metadata=cli(group=OPT))

@@ -51,12 +51,14 @@ give the clean slice's answer whatever an export did to its gray levels (Noisy S
 
 @dataclass(frozen=True)
 class Distillation:
-    """A teacher whose softened predictions weigh ``alpha`` in the loss, shown the ``view`` of each batch."""
+    """A teacher whose softened predictions weigh ``alpha`` in the loss, shown the ``view`` of each batch
+    through ``pre``'s normalisation (``None``: the student's; a teacher keeps its own gray levels)."""
 
     teacher: nn.Module
     alpha: float
     temperature: float
     view: str = "same"
+    pre: PreprocessConfig | None = None
 
     def __post_init__(self) -> None:
         if self.view not in DISTILL_VIEWS:
@@ -65,6 +67,11 @@ class Distillation:
     @property
     def clean_view(self) -> bool:
         return self.alpha > 0 and self.view == "clean"
+
+    @property
+    def own_input(self) -> bool:
+        """Whether the teacher's input is made apart from the student's (another view or normalisation)."""
+        return self.clean_view or (self.alpha > 0 and self.pre is not None)
 
 
 @dataclass(frozen=True)
@@ -180,8 +187,10 @@ def _step(
     draw = sample_params(len(idx), cfg.augment, gen, tuple(batch.shape))
     x = batch_to_device(normalize(apply_params(batch, draw), cfg.pre), device)
     xt = None
-    if cfg.distill is not None and cfg.distill.clean_view:
-        xt = batch_to_device(normalize(apply_params(batch, draw.geometry_only()), cfg.pre), device)
+    distill = cfg.distill
+    if distill is not None and distill.own_input:
+        view = apply_params(batch, draw.geometry_only()) if distill.clean_view else apply_params(batch, draw)
+        xt = batch_to_device(normalize(view, distill.pre or cfg.pre), device)
     y = labels[idx].to(device)
     if cfg.mixup > 0:
         lam, perm = _mixup_draw(len(idx), cfg.mixup, gen)
@@ -214,20 +223,24 @@ def _shard_step(
     draw = sample_params(len(idx), cfg.augment, gen, shape=(len(idx), *images.shape[1:]))
     mine = shard(torch.arange(len(idx)), ctx)
 
-    def inputs(rows: torch.Tensor, clean: bool = False) -> torch.Tensor:
+    distill = cfg.distill
+
+    def inputs(rows: torch.Tensor, teacher: bool = False) -> torch.Tensor:
         params = draw.rows(rows).to(device)
+        clean = teacher and distill is not None and distill.clean_view
         canon = apply_params(images[idx[rows]].to(device), params.geometry_only() if clean else params)
-        return batch_to_device(normalize(canon, cfg.pre), device)
+        pre = distill.pre if teacher and distill is not None and distill.pre is not None else cfg.pre
+        return batch_to_device(normalize(canon, pre), device)
 
     y = labels[idx].to(device)
     x = inputs(mine)
-    clean_view = cfg.distill is not None and cfg.distill.clean_view
-    xt = inputs(mine, clean=True) if clean_view else None
+    own_input = distill is not None and distill.own_input
+    xt = inputs(mine, teacher=True) if own_input else None
     if cfg.mixup > 0:
         lam, perm = _mixup_draw(len(idx), cfg.mixup, gen)
         x = lam * x + (1 - lam) * inputs(perm[mine])
         if xt is not None:
-            xt = lam * xt + (1 - lam) * inputs(perm[mine], clean=True)
+            xt = lam * xt + (1 - lam) * inputs(perm[mine], teacher=True)
         logits = model(x)
         loss = lam * shard_cross_entropy(criterion, logits, y[mine], y, ctx) + (1 - lam) * shard_cross_entropy(
             criterion, logits, y[perm[mine]], y, ctx

@@ -16,6 +16,7 @@ best epoch picked on validation macro-F1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -36,7 +37,7 @@ from lungdemo.metrics import classification_metrics
 from lungdemo.preprocessing import PreprocessConfig
 from train import checkpoint as ckpt
 from train.augment import AugmentConfig
-from train.config import TeacherConfig
+from train.config import TRAINING_ARGS_NAME, TeacherConfig
 from train.data import CLASS_NAMES, labels_of, load_images, scan_dataset
 from train.distributed import DistContext, cleanup, launch_command, main_first
 from train.engine import EpochConfig, Split, predict_logits
@@ -92,6 +93,9 @@ def imagenet_weights_path() -> str:
 FRAMING_TUNING = ("slice_fill", "slice_deskew", "slice_deskew_keep")
 """Framing knobs that change a handful of slices, not the tensors' form: a teacher trained with other
 values still sees exactly the student's views (the student's batch is what it is given)."""
+GRAY_LEVELS = ("intensity", "intensity_white", "intensity_mid")
+"""Normalisation knobs a teacher may keep as its own: it is then shown the student's views through its
+own :func:`~lungdemo.preprocessing.normalize` (see :func:`teacher_preprocessing`)."""
 
 
 class TeacherEnsemble(nn.Module):
@@ -105,23 +109,32 @@ class TeacherEnsemble(nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(0)
 
 
-def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
-    """Load a fine-tuned teacher; it must have been trained with the student's preprocessing.
+def _stored_preprocessing(folder: Path) -> tuple[PreprocessConfig, bool]:
+    """A teacher folder's preprocessing, and whether it is a trained model folder (``config.json``)."""
+    if (folder / META).is_file() and (folder / WEIGHTS).is_file():
+        return PreprocessConfig.from_dict(json.loads((folder / META).read_text())["preprocessing"]), False
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return PreprocessConfig.from_dict(json.loads((folder / "config.json").read_text())["preprocessing"]), True
+    raise TeacherError(
+        f"{folder} is not a teacher folder (needs {META} and {WEIGHTS}) nor a model folder "
+        "(config.json and model.safetensors)"
+    )
 
-    Only the framing knobs in :data:`FRAMING_TUNING` may differ (logged): size, normalisation and
-    the resize policy must match, or the teacher would be scored on inputs of another kind.
+
+def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
+    """Load a fine-tuned teacher (or a trained model folder); it must frame slices as the student does.
+
+    Only the framing knobs in :data:`FRAMING_TUNING` and the gray levels in :data:`GRAY_LEVELS` may
+    differ (logged): size, normalisation and the resize policy must match, or the teacher would be
+    scored on inputs of another kind.
     """
     folder = Path(folder)
-    if not (folder / META).is_file() or not (folder / WEIGHTS).is_file():
-        raise TeacherError(f"{folder} is not a teacher folder (needs {META} and {WEIGHTS})")
-    meta = json.loads((folder / META).read_text())
-    own = PreprocessConfig.from_dict(meta["preprocessing"]).to_dict()  # keys added since read as they were meant
-    student = pre_cfg.to_dict()
+    stored, is_model = _stored_preprocessing(folder)
+    own, student = stored.to_dict(), pre_cfg.to_dict()  # keys added since read as they were meant
     differ = sorted(k for k in set(own) | set(student) if own.get(k) != student.get(k))
-    if set(differ) - set(FRAMING_TUNING):
+    if set(differ) - set(FRAMING_TUNING) - set(GRAY_LEVELS):
         raise TeacherError(
-            f"the teacher in {folder} was trained with other preprocessing {meta['preprocessing']}; "
-            f"the student uses {student}"
+            f"the teacher in {folder} was trained with other preprocessing {own}; the student uses {student}"
         )
     if differ:
         logger.info(
@@ -129,6 +142,11 @@ def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
             folder,
             ", ".join(f"{k}={own.get(k)} (student {student.get(k)})" for k in differ),
         )
+    if is_model:
+        from lungdemo.loading import load_model
+
+        return load_model(folder).model.eval()
+    meta = json.loads((folder / META).read_text())
     return load_teacher_weights(build_teacher(len(meta["class_names"]), imagenet=False), folder)
 
 
@@ -136,6 +154,21 @@ def load_teachers(folders: tuple[Path, ...], pre_cfg: PreprocessConfig) -> nn.Mo
     """One teacher, or the ensemble of several (``--teacher A B``)."""
     teachers = [load_teacher(f, pre_cfg) for f in folders]
     return teachers[0] if len(teachers) == 1 else TeacherEnsemble(teachers).eval()
+
+
+def teacher_preprocessing(folders: tuple[Path, ...], pre_cfg: PreprocessConfig) -> PreprocessConfig | None:
+    """The normalisation the teachers see the student's views through: ``None`` when it is the student's.
+
+    A teacher trained on gray levels as decoded keeps them when the student standardises its own
+    (:mod:`lungdemo.intensity`); teachers of one ensemble must agree.
+    """
+    own = {tuple(getattr(_stored_preprocessing(Path(f))[0], k) for k in GRAY_LEVELS) for f in folders}
+    if len(own) > 1:
+        raise TeacherError(f"the teachers {[str(f) for f in folders]} treat gray levels differently: {sorted(own)}")
+    levels = dict(zip(GRAY_LEVELS, own.pop(), strict=True))
+    if all(getattr(pre_cfg, k) == v for k, v in levels.items()):
+        return None
+    return dataclasses.replace(pre_cfg, **levels)
 
 
 def load_teacher_weights(model: nn.Module, folder: Path) -> nn.Module:
@@ -154,7 +187,18 @@ def teacher_summary(folder: Path) -> dict[str, Any]:
     Enough to rebuild the teacher (its command) and to judge it (its validation score),
     without copying its weights anywhere near the app.
     """
-    meta = json.loads((Path(folder) / META).read_text())
+    folder = Path(folder)
+    if not (folder / META).is_file():  # a trained model folder
+        config = json.loads((folder / "config.json").read_text())
+        args = json.loads((folder / TRAINING_ARGS_NAME).read_text()) if (folder / TRAINING_ARGS_NAME).is_file() else {}
+        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
+        return {
+            "architecture": f"{config.get('architecture')} model folder {folder}",
+            "command": args.get("command"),
+            "best_epoch": args.get("best_epoch"),
+            "val_macro_f1": metrics.get("validation", {}).get("macro", {}).get("f1"),
+        }
+    meta = json.loads((folder / META).read_text())
     return {
         "architecture": meta.get("architecture"),
         "command": meta.get("command"),

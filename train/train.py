@@ -141,10 +141,11 @@ def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision)
     pretrained = apply_pretrained(model, cfg.pretrained)
     distill = None
     if cfg.teacher:
-        from train.teacher import load_teachers
+        from train.teacher import load_teachers, teacher_preprocessing
 
         teacher = model_to_device(load_teachers(cfg.teacher, pre_cfg), ctx.device)
-        distill = Distillation(teacher, cfg.distill_alpha, cfg.distill_temperature, cfg.distill_view)
+        teacher_pre = teacher_preprocessing(cfg.teacher, pre_cfg)
+        distill = Distillation(teacher, cfg.distill_alpha, cfg.distill_temperature, cfg.distill_view, teacher_pre)
 
     with main_first(ctx):  # rank 0 decodes into the cache, the others read it
         train = Split(load_images(train_s, pre_cfg, cfg.cache_dir, desc="decode train"), labels_of(train_s))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,22 @@ DEFAULT_MAX_QUEUE = 64
 STATE_SESSION_CAPACITY = 256
 """Sessions whose state Gradio keeps (default 10,000; every API call is a session)."""
 TITLE = "lungdemo: chest CT slice classifier"
+QUEUE_ANALYTICS = {"GRADIO_ANALYTICS_MAX_EVENTS": "256", "GRADIO_ANALYTICS_CACHE_FREQUENCY": "256"}
+"""Gradio's queue summarises its last 10,000 events in a pandas table after every event, for a monitoring
+page this app does not serve: the cost grew with every request served. Kept to 256 events, summarised
+once per 256 (environment variables of Gradio's own; a value set outside wins)."""
+ABSENT_PLOT_BACKENDS = ("bokeh",)
+"""``gr.Plot`` tries ``import bokeh`` for each new session (every API call is one); when it is not
+installed, that search of ``sys.path`` failed again on every request."""
+
+
+def lean_serving() -> None:
+    """Take Gradio's per-request work that this app does not use off the request path (see the constants)."""
+    for key, value in QUEUE_ANALYTICS.items():
+        os.environ.setdefault(key, value)
+    for name in ABSENT_PLOT_BACKENDS:
+        if name not in sys.modules and importlib.util.find_spec(name) is None:
+            sys.modules[name] = None  # type: ignore[assignment]  # import fails at once, as Python documents
 
 
 @dataclass
@@ -92,6 +111,7 @@ def build_demo(
     Launch the Blocks with ``demo.launch(**launch_options())``; ``timers`` replaces the clock of the deletions;
     ``device`` (``auto|cpu|cuda|cuda:N|mps``, see :mod:`lungdemo.device`) is where the model runs (default: CPU).
     """
+    lean_serving()
     loaded = load_model(resolve_model_ref(model_ref))
     predictor = Predictor(loaded, device=device)
     if warmup:  # one forward pass now, so the first user does not pay for allocator warm-up
