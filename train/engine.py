@@ -185,11 +185,12 @@ def _step(
     """
     batch = images[idx]
     draw = sample_params(len(idx), cfg.augment, gen, tuple(batch.shape))
-    x = batch_to_device(normalize(apply_params(batch, draw), cfg.pre), device)
+    seen = apply_params(batch, draw)
+    x = batch_to_device(normalize(seen, cfg.pre), device)
     xt = None
     distill = cfg.distill
     if distill is not None and distill.own_input:
-        view = apply_params(batch, draw.geometry_only()) if distill.clean_view else apply_params(batch, draw)
+        view = apply_params(batch, draw.geometry_only()) if distill.clean_view else seen
         xt = batch_to_device(normalize(view, distill.pre or cfg.pre), device)
     y = labels[idx].to(device)
     if cfg.mixup > 0:
