@@ -19,6 +19,8 @@ MID_TARGET = 0.5
 """Where the ``mid`` quantile lands."""
 POWER_RANGE = (0.25, 4.0)
 """The power applied is kept within this range, so a nearly black or white slice is not blown up."""
+LEVEL_RANGE = (0.02, 0.98)
+"""The ``mid`` quantile is read within this range before the power is fitted to it (log of 0 or 1)."""
 MIN_LEVEL = 1.0 / 255.0
 """A white point below one gray level is read as one gray level (an all-black slice stays black)."""
 
@@ -30,6 +32,6 @@ def standardize(x: torch.Tensor, white: float, mid: float) -> torch.Tensor:
     flat = x.reshape(*x.shape[:-3], -1)
     top = torch.quantile(flat, white, dim=-1, keepdim=True).clamp_min(MIN_LEVEL)
     scaled = (flat / top).clamp_(0.0, 1.0)
-    level = torch.quantile(scaled, mid, dim=-1, keepdim=True).clamp(0.02, 0.98)
+    level = torch.quantile(scaled, mid, dim=-1, keepdim=True).clamp(*LEVEL_RANGE)
     power = (math.log(MID_TARGET) / torch.log(level)).clamp(*POWER_RANGE)
     return scaled.pow(power).reshape(x.shape)

@@ -230,7 +230,7 @@ def _shard_step(
         params = draw.rows(rows).to(device)
         clean = teacher and distill is not None and distill.clean_view
         canon = apply_params(images[idx[rows]].to(device), params.geometry_only() if clean else params)
-        pre = distill.pre if teacher and distill is not None and distill.pre is not None else cfg.pre
+        pre = (distill.pre if teacher and distill is not None else None) or cfg.pre
         return batch_to_device(normalize(canon, pre), device)
 
     y = labels[idx].to(device)

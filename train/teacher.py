@@ -33,11 +33,12 @@ from torch import nn
 from lungdemo.atomic import write_json
 from lungdemo.device import Precision, host_to_device, model_to_host
 from lungdemo.errors import LungdemoError, report_error
+from lungdemo.folder import CONFIG_NAME, METRICS_NAME, TRAINING_ARGS_NAME, WEIGHTS_NAME, read_json
 from lungdemo.metrics import classification_metrics
 from lungdemo.preprocessing import PreprocessConfig
 from train import checkpoint as ckpt
 from train.augment import AugmentConfig
-from train.config import TRAINING_ARGS_NAME, TeacherConfig
+from train.config import TeacherConfig
 from train.data import CLASS_NAMES, labels_of, load_images, scan_dataset
 from train.distributed import DistContext, cleanup, launch_command, main_first
 from train.engine import EpochConfig, Split, predict_logits
@@ -113,11 +114,11 @@ def _stored_preprocessing(folder: Path) -> tuple[PreprocessConfig, bool]:
     """A teacher folder's preprocessing, and whether it is a trained model folder (``config.json``)."""
     if (folder / META).is_file() and (folder / WEIGHTS).is_file():
         return PreprocessConfig.from_dict(json.loads((folder / META).read_text())["preprocessing"]), False
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return PreprocessConfig.from_dict(json.loads((folder / "config.json").read_text())["preprocessing"]), True
+    if (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file():
+        return PreprocessConfig.from_dict(read_json(folder / CONFIG_NAME)["preprocessing"]), True
     raise TeacherError(
         f"{folder} is not a teacher folder (needs {META} and {WEIGHTS}) nor a model folder "
-        "(config.json and model.safetensors)"
+        f"({CONFIG_NAME} and {WEIGHTS_NAME})"
     )
 
 
@@ -189,9 +190,9 @@ def teacher_summary(folder: Path) -> dict[str, Any]:
     """
     folder = Path(folder)
     if not (folder / META).is_file():  # a trained model folder
-        config = json.loads((folder / "config.json").read_text())
-        args = json.loads((folder / TRAINING_ARGS_NAME).read_text()) if (folder / TRAINING_ARGS_NAME).is_file() else {}
-        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
+        config = read_json(folder / CONFIG_NAME)
+        args = read_json(folder / TRAINING_ARGS_NAME) if (folder / TRAINING_ARGS_NAME).is_file() else {}
+        metrics = read_json(folder / METRICS_NAME) if (folder / METRICS_NAME).is_file() else {}
         return {
             "architecture": f"{config.get('architecture')} model folder {folder}",
             "command": args.get("command"),
