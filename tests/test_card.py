@@ -23,6 +23,7 @@ from lungdemo.loading import SHIPPED_MODEL_DIR
 from lungdemo.model import TAGS
 from tests.conftest import TEST_CLASSES, fake_metrics, make_model
 from train.card import DATASET_ID, TEMPLATE_PATH, main, render_model_card
+from train.card_sections import unwritten_folders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = [
@@ -335,3 +336,41 @@ def test_a_run_taught_by_the_model_it_continues_says_so_once(tmp_path: Path) -> 
     assert "ImageNet-pretrained" not in text
     assert "standardise the gray levels" in text
     assert text.split("## How to reproduce", 1)[1].count(source) == 1
+    assert "Make the folders" not in text  # runs/kd5/model is written by the step that lists kd5's command
+
+
+def test_unwritten_folders_name_what_the_chain_reads_but_no_step_makes() -> None:
+    steps = [
+        "python -m train.teacher --out runs/teacher",
+        "python -m train --out runs/kd2 --pretrained none --teacher runs/teacher runs/teacher3 --epochs 3",
+        "python -m train --out runs/kd8 --pretrained lungdemo/shipped_model --teacher lungdemo/shipped_model",
+        "python -m train --out runs/kd9 --pretrained runs/kd8/model --teacher lungdemo/shipped_model --lr 5e-5",
+    ]
+    assert unwritten_folders(steps) == ["runs/teacher3", "lungdemo/shipped_model"]
+    assert unwritten_folders(steps[:2]) == ["runs/teacher3"]
+    assert unwritten_folders(["python -m train --out runs/a --pretrained imagenet"]) == []
+
+
+def test_card_asks_for_an_exported_release_the_chain_continues(tmp_path: Path) -> None:
+    """kd10's shape: kd8 continued an exported release, which no listed step writes."""
+    kd5 = "python -m train --out runs/kd5 --pretrained none"
+    kd8 = "python -m train --out runs/kd8 --pretrained lungdemo/shipped_model"
+    args = {
+        "command": "python -m train --out runs/kd9 --pretrained runs/kd8/model",
+        "pretrained": {
+            "pretrained": "runs/kd8/model",
+            "warm_start": True,
+            "source_command": kd8,
+            "source_pretrained": {
+                "pretrained": "lungdemo/shipped_model",
+                "warm_start": True,
+                "source_command": kd5,
+                "source_pretrained": {"pretrained": "none"},
+            },
+        },
+    }
+    text = render_model_card(folder_with(tmp_path, metrics=fake_metrics(), training_args=args))
+    reproduce = text.split("## How to reproduce", 1)[1]
+    assert "3. Make the folders the steps below read but none of them writes" in reproduce
+    assert "`lungdemo/shipped_model`. The project's `docs/results.md` lists the commands that made it." in reproduce
+    assert reproduce.index("Make the folders") < reproduce.index(kd5) < reproduce.index(kd8)

@@ -26,7 +26,7 @@ from lungdemo.atomic import write_json, write_text
 from lungdemo.errors import report_error
 from lungdemo.folder import CARD_NAME, METRICS_NAME
 from lungdemo.model import LIBRARY_NAME, LICENSE, PIPELINE_TAG, TAGS
-from train.card_sections import SPLITS, fmt, intervals_section, ood_section, robustness_section
+from train.card_sections import SPLITS, fmt, intervals_section, ood_section, robustness_section, unwritten_folders
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +240,9 @@ def card_context(
         if isinstance(t, dict) and t
     ]
     warm_start, origin = _warm_start_chain(pretrained)
+    chain = warm_start["commands"] if warm_start else []
+    # a teacher that is also a run of the chain is trained by its chain step; listed once
+    teacher_steps = [t for t in teachers if t.get("command") and not (t["model_folder"] and t["command"] in chain)]
     temperature = config.get("temperature")
     preprocessing = config.get("preprocessing")
     return {
@@ -263,6 +266,8 @@ def card_context(
         "command": command or None,
         "origin": origin,
         "teachers": teachers,
+        "teacher_steps": teacher_steps,
+        "unwritten": unwritten_folders([t["command"] for t in teacher_steps] + chain + [command or ""]),
         "standardized": isinstance(preprocessing, dict) and preprocessing.get("intensity") == "standardize",
         "warm_start": warm_start,
         "export_command": training_args.get("export_command"),

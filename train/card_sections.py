@@ -6,6 +6,7 @@ Each function turns one block of ``metrics.json`` into what ``templates/model_ca
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 # metrics.json key -> (row name in the summary table, section title)
@@ -92,3 +93,37 @@ def ood_section(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
         "auroc_text": fmt(block.get("auroc"), 4),
         "refit_command": refit,
     }
+
+
+READ_FLAGS = ("--pretrained", "--teacher")
+"""Flags whose values name a folder a reproduction step reads (``--teacher`` takes several)."""
+NOT_FOLDERS = {"none", "imagenet"}
+
+
+def unwritten_folders(commands: list[str]) -> list[str]:
+    """Folders the reproduction steps read (``--pretrained``, ``--teacher``) that no earlier step writes.
+
+    A chain can pass through an exported release (``lungdemo/shipped_model`` at the time) or a
+    teacher trained outside the recorded chain; the card names them rather than list steps that
+    silently assume them. A step writes ``--out X`` (the folder a teacher run leaves) and ``X/model``.
+    """
+    written: set[str] = set()
+    missing: list[str] = []
+    for command in commands:
+        words = shlex.split(command)
+        reading: str | None = None
+        for word in words:
+            if word.startswith("--"):
+                reading = word if word in READ_FLAGS else None
+                continue
+            if reading is None:
+                continue
+            path = word.rstrip("/")
+            if path not in NOT_FOLDERS and path not in written and path not in missing:
+                missing.append(path)
+            if reading == "--pretrained":
+                reading = None
+        out = words[words.index("--out") + 1].rstrip("/") if "--out" in words[:-1] else None
+        if out:
+            written.update({out, f"{out}/model"})
+    return missing
