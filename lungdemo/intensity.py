@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 INTENSITY_POLICIES = ("none", "standardize")
@@ -35,3 +36,41 @@ def standardize(x: torch.Tensor, white: float, mid: float) -> torch.Tensor:
     level = torch.quantile(scaled, mid, dim=-1, keepdim=True).clamp(*LEVEL_RANGE)
     power = (math.log(MID_TARGET) / torch.log(level)).clamp(*POWER_RANGE)
     return scaled.pow(power).reshape(x.shape)
+
+
+def _mixed_ranks(cum: torch.Tensor, n: int, q: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gray levels (0..255) at the two ranks ``torch.quantile`` mixes for ``q`` in ``n`` values, and the weight.
+
+    The rank is computed as ``torch.quantile`` computes it for float32 input (``q`` rounded to float32, the
+    product in double), so :func:`standardize_u8` matches :func:`standardize` bit for bit (tests check it).
+    """
+    rank = float(np.float32(q)) * (n - 1)
+    below, above = math.floor(rank), math.ceil(rank)
+    shape = (*cum.shape[:-1], 1)
+    lo = torch.searchsorted(cum, torch.full(shape, below, device=cum.device), right=True)
+    hi = torch.searchsorted(cum, torch.full(shape, above, device=cum.device), right=True)
+    return lo, hi, torch.tensor(rank - below, dtype=torch.float32, device=cum.device)
+
+
+def standardize_u8(batch: torch.Tensor, white: float, mid: float) -> torch.Tensor:
+    """``standardize(batch / 255, white, mid)`` for ``uint8`` slices ``(..., 1, H, W)``, without sorting.
+
+    A ``uint8`` slice has 256 possible values, so its quantiles are read from a histogram (linear in the
+    pixels) instead of two sorts: the serving path's normalisation cost 3.6 ms a slice with the sorts.
+    """
+    if batch.dtype != torch.uint8 or batch.shape[-3] != 1:
+        raise ValueError(
+            f"standardize_u8 expects uint8 slices with one channel, got {batch.dtype} {tuple(batch.shape)}"
+        )
+    flat = batch.reshape(*batch.shape[:-3], -1)
+    index = flat.long()
+    counts = torch.zeros((*flat.shape[:-1], 256), dtype=torch.int64, device=batch.device)
+    cum = counts.scatter_add_(-1, index, torch.ones_like(index)).cumsum_(-1)
+    levels = torch.arange(256, dtype=torch.float32, device=batch.device).div_(255.0)  # each value x = u8 / 255 takes
+    lo, hi, weight = _mixed_ranks(cum, flat.shape[-1], white)
+    top = torch.lerp(levels[lo], levels[hi], weight).clamp_min(MIN_LEVEL)
+    scaled = (flat.to(torch.float32).div_(255.0) / top).clamp_(0.0, 1.0)
+    lo, hi, weight = _mixed_ranks(cum, flat.shape[-1], mid)  # the map to ``scaled`` keeps the order: same ranks
+    level = torch.lerp((levels[lo] / top).clamp_(0.0, 1.0), (levels[hi] / top).clamp_(0.0, 1.0), weight)
+    power = (math.log(MID_TARGET) / torch.log(level.clamp(*LEVEL_RANGE))).clamp(*POWER_RANGE)
+    return scaled.pow(power).reshape(batch.shape)

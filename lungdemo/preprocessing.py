@@ -18,7 +18,7 @@ from PIL import Image
 
 from lungdemo.decode import DEFAULT_MAX_PIXELS, DecodedInfo, decode_image
 from lungdemo.framing import frame_slice, slice_problems
-from lungdemo.intensity import INTENSITY_POLICIES, standardize
+from lungdemo.intensity import INTENSITY_POLICIES, standardize_u8
 
 RESIZE_POLICIES = ("body_crop_pad", "slice_crop_pad", "pad", "squash")
 SAVED_BEFORE: dict[str, Any] = {"slice_fill": False}
@@ -198,9 +198,10 @@ def normalize(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """``uint8`` ``(..., 1, H, W)`` -> normalised float ``(..., in_channels, H, W)``."""
     if batch.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 input, got {batch.dtype}")
-    x = batch.to(torch.float32).div_(255.0)
     if cfg.intensity == "standardize":
-        x = standardize(x, cfg.intensity_white, cfg.intensity_mid)
+        x = standardize_u8(batch, cfg.intensity_white, cfg.intensity_mid)  # = standardize(batch / 255), bit for bit
+    else:
+        x = batch.to(torch.float32).div_(255.0)
     x = x.expand(*x.shape[:-3], cfg.in_channels, *x.shape[-2:])
     mean = torch.tensor(cfg.mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
     std = torch.tensor(cfg.std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)

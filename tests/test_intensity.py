@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lungdemo.intensity import standardize
+from lungdemo.intensity import standardize, standardize_u8
 from lungdemo.preprocessing import PreprocessConfig, normalize
 
 
@@ -80,3 +80,26 @@ def test_folders_saved_before_it_keep_their_gray_levels() -> None:
 def test_bad_settings_say_what_is_wrong(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(STANDARD, **change)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 224, 224), (3, 1, 64, 80), (1, 40, 40), (2, 2, 1, 17, 9)])
+def test_the_histogram_path_is_the_sorting_path_bit_for_bit(shape: tuple[int, ...]) -> None:
+    """normalize uses standardize_u8; the stored metrics were computed with standardize: they must agree exactly."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    batches = [
+        torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8),
+        (torch.rand(shape, generator=gen) ** 3 * 255).round().to(torch.uint8),  # mostly dark, like a slice
+        torch.full(shape, 7, dtype=torch.uint8),  # uniform: the quantiles coincide
+    ]
+    if shape[-1] == shape[-2]:
+        batches.append(torch.stack([slice_like(seed, shape[-1]) for seed in range(shape[0])]).reshape(shape))
+    for batch in batches:
+        assert torch.equal(standardize_u8(batch, 0.99, 0.75), standardize(batch.float().div(255.0), 0.99, 0.75))
+        assert torch.equal(standardize_u8(batch, 0.9, 0.3), standardize(batch.float().div(255.0), 0.9, 0.3))
+
+
+def test_the_histogram_path_takes_only_uint8_slices() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        standardize_u8(torch.zeros(1, 1, 8, 8), 0.99, 0.75)
+    with pytest.raises(ValueError, match="one channel"):
+        standardize_u8(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 0.99, 0.75)
