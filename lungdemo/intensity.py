@@ -33,9 +33,13 @@ def standardize(x: torch.Tensor, white: float, mid: float) -> torch.Tensor:
     flat = x.reshape(*x.shape[:-3], -1)
     top = torch.quantile(flat, white, dim=-1, keepdim=True).clamp_min(MIN_LEVEL)
     scaled = (flat / top).clamp_(0.0, 1.0)
-    level = torch.quantile(scaled, mid, dim=-1, keepdim=True).clamp(*LEVEL_RANGE)
-    power = (math.log(MID_TARGET) / torch.log(level)).clamp(*POWER_RANGE)
-    return scaled.pow(power).reshape(x.shape)
+    level = torch.quantile(scaled, mid, dim=-1, keepdim=True)
+    return scaled.pow(_power(level)).reshape(x.shape)
+
+
+def _power(level: torch.Tensor) -> torch.Tensor:
+    """The power that brings a slice's ``mid`` quantile (``level``, after scaling) to ``MID_TARGET``."""
+    return (math.log(MID_TARGET) / torch.log(level.clamp(*LEVEL_RANGE))).clamp(*POWER_RANGE)
 
 
 def _mixed_ranks(cum: torch.Tensor, n: int, q: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -72,5 +76,4 @@ def standardize_u8(batch: torch.Tensor, white: float, mid: float) -> torch.Tenso
     scaled = (flat.to(torch.float32).div_(255.0) / top).clamp_(0.0, 1.0)
     lo, hi, weight = _mixed_ranks(cum, flat.shape[-1], mid)  # the map to ``scaled`` keeps the order: same ranks
     level = torch.lerp((levels[lo] / top).clamp_(0.0, 1.0), (levels[hi] / top).clamp_(0.0, 1.0), weight)
-    power = (math.log(MID_TARGET) / torch.log(level.clamp(*LEVEL_RANGE))).clamp(*POWER_RANGE)
-    return scaled.pow(power).reshape(batch.shape)
+    return scaled.pow(_power(level)).reshape(batch.shape)
