@@ -49,6 +49,7 @@ from lungdemo.framing_masks import (
     scale_box,
 )
 from lungdemo.framing_tilt import body_angle, tilt_turn, turned_note
+from lungdemo.intensity import standardize_lut
 
 logger = logging.getLogger(__name__)
 __all__ = ["NOTE_NO_BODY", "Framing", "body_angle", "find_slice", "frame_slice", "otsu_threshold", "slice_problems"]
@@ -70,6 +71,10 @@ RAMP_MIN = 3
 """The blended band between a canvas and its picture is peeled at most this deep (share of the side, lines)."""
 REFINE_MARGIN = 0.05
 """The body is looked for a second time in its first box grown by this share on each side."""
+DARK_BORDER_SHARE = 0.5
+DARK_BORDER_LEVEL = 90
+"""With ``search``: a border at least this share darker than the body threshold is a dark canvas or air, and
+gray levels up to this percentile of its dark pixels are taken as black before the picture is standardised."""
 NOTE_NO_BODY = "no slice found in the image (it is empty, uniform or tiny): the whole image was used"
 
 
@@ -234,9 +239,13 @@ def find_slice(
     keep: float = 0.1,
     level: float = 0.5,
     fill: bool = False,
+    search: tuple[float, float] | None = None,
 ) -> Framing:
     """The box of the CT slice's body in a grayscale ``uint8`` image (see the module docstring).
 
+    With ``search`` (the ``white`` and ``mid`` quantiles of :mod:`lungdemo.intensity`), the body is
+    looked for in the picture standardised on them, a dark uniform border taken as black first
+    (:func:`searched`): the same slice exported with another gamma is then cut at the same place.
     ``opening`` is a share of the searched picture's shorter side. Pictures larger than
     ``WORK_SIDE`` are searched at a size reduced by a whole factor; the last search, around the
     body, at a factor set by the body's own size, so a slice gives the same box in any canvas.
@@ -264,6 +273,8 @@ def find_slice(
     if corners is not None:
         result.fill, result.fill_value = corners
         view = np.where(result.fill, np.uint8(result.fill_value), view)
+    if search is not None:
+        view = searched(view, search, threshold)
     found = _body_box(view, threshold, opening, keep, level)
     if found is None:
         if not canvases:  # inside a frame, the picture is the slice even when it holds no body of its own
@@ -277,6 +288,16 @@ def find_slice(
     result.box = (left + bl + l1, top + bt + t1, left + bl + r1, top + bt + b1)
     result.angle = body_angle(body)
     return result
+
+
+def searched(view: np.ndarray, search: tuple[float, float], threshold: int) -> np.ndarray:
+    """``view`` standardised for the body search. When most of its border is darker than ``threshold`` (a
+    viewer's dark canvas, or the slice's own air), gray levels up to that border's (its 90th percentile)
+    are black first, so the power cannot lift a canvas or its noise into the body's range."""
+    ring = _ring(view)
+    dark = ring[ring <= threshold]
+    black = int(np.percentile(dark, DARK_BORDER_LEVEL)) if dark.size >= DARK_BORDER_SHARE * ring.size else 0
+    return standardize_lut(view, *search, black=black)[view]
 
 
 def _body_box(
@@ -308,6 +329,7 @@ def frame_slice(
     deskew: float = 0.0,
     keep_tilt: float = 0.0,
     fill: bool = False,
+    search: tuple[float, float] | None = None,
 ) -> tuple[Image.Image, Framing]:
     """The slice cut out of a grayscale ("L") image, straightened when ``deskew`` allows.
 
@@ -317,6 +339,7 @@ def frame_slice(
     to ``keep_tilt`` (0: level); a tilt within ``keep_tilt`` is not turned at all.
     """
     params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
+    params["search"] = search
     found = find_slice(np.asarray(gray), **params, fill=fill)
     if found.fill is not None:
         gray = painted(gray, found.picture, found.fill, found.fill_value)

@@ -77,3 +77,23 @@ def standardize_u8(batch: torch.Tensor, white: float, mid: float) -> torch.Tenso
     lo, hi, weight = _mixed_ranks(cum, flat.shape[-1], mid)  # the map to ``scaled`` keeps the order: same ranks
     level = torch.lerp((levels[lo] / top).clamp_(0.0, 1.0), (levels[hi] / top).clamp_(0.0, 1.0), weight)
     return scaled.pow(_power(level)).reshape(batch.shape)
+
+
+def standardize_lut(gray: np.ndarray, white: float, mid: float, black: int = 0) -> np.ndarray:
+    """A 256-entry ``uint8`` table that standardises ``gray`` (``uint8``) as :func:`standardize` would.
+
+    For the body search (``slice_search="standardized"``, :mod:`lungdemo.framing`): a gamma change of the
+    upload no longer moves the level the body is cut at. Gray levels up to ``black`` (a dark canvas's
+    colour) are taken as black first, so the power never lifts a canvas into the body's range.
+    """
+    shifted = np.clip(np.arange(256) - int(black), 0, 255)
+    counts = np.bincount(shifted[np.asarray(gray, dtype=np.uint8).ravel()], minlength=256)
+    cum = torch.from_numpy(np.cumsum(counts))
+    levels = torch.arange(256, dtype=torch.float32) / 255.0
+    lo, hi, weight = _mixed_ranks(cum, int(cum[-1]), white)
+    top = torch.lerp(levels[lo], levels[hi], weight).clamp_min(MIN_LEVEL)
+    scaled = (levels / top).clamp(0.0, 1.0)
+    lo, hi, weight = _mixed_ranks(cum, int(cum[-1]), mid)
+    power = _power(torch.lerp(scaled[lo], scaled[hi], weight))
+    table = scaled.pow(power).mul(255.0).round().to(torch.uint8).numpy()
+    return table[shifted]

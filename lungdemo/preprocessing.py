@@ -21,7 +21,9 @@ from lungdemo.framing import frame_slice, slice_problems
 from lungdemo.intensity import INTENSITY_POLICIES, standardize_u8
 
 RESIZE_POLICIES = ("body_crop_pad", "slice_crop_pad", "pad", "squash")
-SAVED_BEFORE: dict[str, Any] = {"slice_fill": False}
+SLICE_SEARCHES = ("levels", "standardized")
+"""Where ``slice_crop_pad`` looks for the body: the upload's gray levels, or the picture standardised first."""
+SAVED_BEFORE: dict[str, Any] = {"slice_fill": False, "slice_search": "levels"}
 """Fields added later, with what a ``config.json`` written before them meant."""
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -59,6 +61,9 @@ class PreprocessConfig:
     slice_deskew: float = 0.0
     slice_deskew_keep: float = 0.0
     slice_fill: bool = True
+    # where the body is looked for (SLICE_SEARCHES): in the gray levels as uploaded, or with ``standardized`` in
+    # the picture standardised on the intensity quantiles below, so an export's gamma does not move the crop
+    slice_search: str = "levels"
     # gray levels (lungdemo.intensity): ``none`` as decoded (every folder saved before it), or ``standardize``
     # each slice on its own ``intensity_white`` and ``intensity_mid`` quantiles
     intensity: str = "none"
@@ -93,6 +98,8 @@ class PreprocessConfig:
         )
         if not isinstance(self.slice_fill, bool):
             problems.append(f"slice_fill must be true or false, got {self.slice_fill!r}")
+        if self.slice_search not in SLICE_SEARCHES:
+            problems.append(f"slice_search must be one of {SLICE_SEARCHES}, got {self.slice_search!r}")
         if self.intensity not in INTENSITY_POLICIES:
             problems.append(f"intensity must be one of {INTENSITY_POLICIES}, got {self.intensity!r}")
         if not 0 < self.intensity_mid < self.intensity_white <= 1:
@@ -169,6 +176,7 @@ def canonical_image(gray: Image.Image, cfg: PreprocessConfig, notes: list[str] |
             deskew=cfg.slice_deskew,
             keep_tilt=cfg.slice_deskew_keep,
             fill=cfg.slice_fill,
+            search=(cfg.intensity_white, cfg.intensity_mid) if cfg.slice_search == "standardized" else None,
         )
         if notes is not None:
             notes += found.notes

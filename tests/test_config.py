@@ -145,6 +145,7 @@ def test_an_old_record_reads_back() -> None:
         "slice_fill": False,
         "slice_deskew": 0.0,
         "slice_deskew_keep": 0.0,
+        "slice_search": "levels",  # the body searched in the gray levels as uploaded
         "distill_view": "same",  # the teacher saw the student's batch
         "intensity": "none",  # gray levels as decoded
         "precision": "auto",

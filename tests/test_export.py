@@ -24,7 +24,7 @@ from tests.conftest import fake_metrics, make_model
 from tests.training_helpers import error_line, fake_dataset, mirror_subset
 from train import export as export_mod
 from train.data import CLASS_NAMES, scan_dataset
-from train.export import ExportError, cast_model, export, parse_framing
+from train.export import ExportError, cast_model, export, parse_framing, reframed
 from train.scoring import evaluate_test, evaluate_validation
 
 COMMAND = "python -m train.export src dst"
@@ -128,10 +128,13 @@ def test_export_of_a_clear_model_agrees_fully_and_stores_float16(data: Path, tmp
 
 
 def test_framing_options_are_parsed_strictly() -> None:
-    assert parse_framing(["slice_deskew=25", "slice_deskew_keep=4", "slice_fill=TRUE"]) == {
+    assert parse_framing(
+        ["slice_deskew=25", "slice_deskew_keep=4", "slice_fill=TRUE", "slice_search=standardized"]
+    ) == {
         "slice_deskew": 25.0,
         "slice_deskew_keep": 4.0,
         "slice_fill": True,
+        "slice_search": "standardized",
     }
     for bad, says in (
         ("image_size=64", "KEY one of slice_fill, slice_deskew, slice_deskew_keep"),
@@ -141,6 +144,9 @@ def test_framing_options_are_parsed_strictly() -> None:
     ):
         with pytest.raises(ExportError, match=says):
             parse_framing([bad])
+    model = decided_model(margin=0.1)
+    with pytest.raises(ExportError, match="slice_search must be one of"):
+        reframed(model, parse_framing(["slice_search=brighter"]))
 
 
 def test_export_with_a_new_framing_scores_again_and_leaves_stale_parts_out(data: Path, tmp_path: Path) -> None:

