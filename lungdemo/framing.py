@@ -71,10 +71,10 @@ RAMP_MIN = 3
 """The blended band between a canvas and its picture is peeled at most this deep (share of the side, lines)."""
 REFINE_MARGIN = 0.05
 """The body is looked for a second time in its first box grown by this share on each side."""
-DARK_BORDER_SHARE = 0.5
-DARK_BORDER_LEVEL = 90
-"""With ``search``: a border at least this share darker than the body threshold is a dark canvas or air, and
-gray levels up to this percentile of its dark pixels are taken as black before the picture is standardised."""
+DARK_BORDER_LEVEL = 75
+"""With ``search``: the percentile of the picture's darkest side taken as its border's gray; when under the body
+threshold (a dark canvas or the slice's air, its noise included), gray levels up to it are black before
+standardising."""
 NOTE_NO_BODY = "no slice found in the image (it is empty, uniform or tiny): the whole image was used"
 
 
@@ -291,13 +291,15 @@ def find_slice(
 
 
 def searched(view: np.ndarray, search: tuple[float, float], threshold: int) -> np.ndarray:
-    """``view`` standardised for the body search. When most of its border is darker than ``threshold`` (a
-    viewer's dark canvas, or the slice's own air), gray levels up to that border's (its 90th percentile)
-    are black first, so the power cannot lift a canvas or its noise into the body's range."""
-    ring = _ring(view)
-    dark = ring[ring <= threshold]
-    black = int(np.percentile(dark, DARK_BORDER_LEVEL)) if dark.size >= DARK_BORDER_SHARE * ring.size else 0
-    return standardize_lut(view, *search, black=black)[view]
+    """``view`` standardised for the body search. When its border is darker than ``threshold`` (a viewer's
+    dark canvas, or the slice's own air), gray levels up to the border's are black first, so the power
+    cannot lift a canvas or its noise into the body's range. The border's gray is a percentile of its
+    darkest side (a toolbar or a panel may line another), which a gamma change maps as it maps the
+    picture: the search stays invariant to it."""
+    width = max(1, min(view.shape) // 200)
+    sides = (view[:width], view[-width:], view[:, :width], view[:, -width:])
+    black = int(min(np.percentile(side, DARK_BORDER_LEVEL) for side in sides))
+    return standardize_lut(view, *search, black=black if black <= threshold else 0)[view]
 
 
 def _body_box(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from lungdemo.decode import decode_image
 from lungdemo.framing import find_slice, frame_slice
@@ -104,3 +104,15 @@ def test_real_slices_keep_their_box_under_gamma_extremes(data_dir: Path) -> None
     trials = 2 * len(files)
     assert moved["standardized"] <= trials // 20, (moved, trials)
     assert moved["standardized"] < moved["levels"], json.dumps(moved)
+
+
+@pytest.mark.parametrize("panel", ["toolbar", "sidebar"])
+def test_a_light_panel_along_one_side_does_not_hide_the_dark_canvas(panel: str) -> None:
+    """The border's gray is its darkest side's: a toolbar lining the top leaves the canvas black."""
+    body = (30, 30, 270, 190)
+    offset = (120, 50)
+    darker = Image.fromarray(gamma(slice_image(size=(300, 220), body=body), 2.0))
+    shot = viewer_canvas(12, darker, offset, size=(520, 320))
+    ImageDraw.Draw(shot).rectangle([0, 0, 519, 36] if panel == "toolbar" else [0, 0, 70, 319], fill=(225, 225, 225))
+    found = find_slice(np.asarray(shot.convert("L")), search=SEARCH).box
+    assert_box(found, shifted(body, offset))
