@@ -35,6 +35,10 @@ def test_defaults_are_the_dataclass_defaults() -> None:
 def test_preprocessing_flags_default_to_the_preprocess_config() -> None:
     assert parse().preprocess == PreprocessConfig()
     assert parse("--image-size", "64", "--resize", "pad").preprocess == PreprocessConfig(image_size=64, resize="pad")
+    searched = parse("--resize", "slice_crop_pad", "--slice-search", "standardized").preprocess
+    assert searched == PreprocessConfig(resize="slice_crop_pad", slice_search="standardized")
+    with pytest.raises(SystemExit):
+        parse("--slice-search", "brighter")
 
 
 def test_every_augment_field_is_a_flag_named_after_it() -> None:

@@ -74,7 +74,9 @@ def _teacher_folder(folder: Path, pre: PreprocessConfig, seed: int) -> Path:
 
 
 def test_a_teacher_framed_with_other_framing_knobs_is_given_the_students_views(tmp_path: Path) -> None:
-    student = PreprocessConfig(image_size=64, resize="slice_crop_pad", slice_deskew=25, slice_deskew_keep=4)
+    student = PreprocessConfig(
+        image_size=64, resize="slice_crop_pad", slice_deskew=25, slice_deskew_keep=4, slice_search="standardized"
+    )
     folder = _teacher_folder(tmp_path / "t", PreprocessConfig(image_size=64, resize="slice_crop_pad"), 0)
     assert isinstance(load_teacher(folder, student), torch.nn.Module)
     with pytest.raises(TeacherError, match="was trained with other preprocessing"):  # another resize policy
