@@ -126,11 +126,14 @@ def slice_problems(
     return problems
 
 
-def _ring(gray: np.ndarray) -> np.ndarray:
+def _sides(gray: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The picture's four outer strips (top, bottom, left, right), 1/200 of its shorter side wide."""
     width = max(1, min(gray.shape) // 200)
-    return np.concatenate(
-        [gray[:width].ravel(), gray[-width:].ravel(), gray[:, :width].ravel(), gray[:, -width:].ravel()]
-    )
+    return gray[:width], gray[-width:], gray[:, :width], gray[:, -width:]
+
+
+def _ring(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([side.ravel() for side in _sides(gray)])
 
 
 def _fit_to_canvas_edges(near: np.ndarray, box: Box) -> Box:
@@ -296,9 +299,7 @@ def searched(view: np.ndarray, search: tuple[float, float], threshold: int) -> n
     cannot lift a canvas or its noise into the body's range. The border's gray is a percentile of its
     darkest side (a toolbar or a panel may line another), which a gamma change maps as it maps the
     picture: the search stays invariant to it."""
-    width = max(1, min(view.shape) // 200)
-    sides = (view[:width], view[-width:], view[:, :width], view[:, -width:])
-    black = int(min(np.percentile(side, DARK_BORDER_LEVEL) for side in sides))
+    black = int(min(np.percentile(side, DARK_BORDER_LEVEL) for side in _sides(view)))
     return standardize_lut(view, *search, black=black if black <= threshold else 0)[view]
 
 
