@@ -247,7 +247,7 @@ def find_slice(
     """The box of the CT slice's body in a grayscale ``uint8`` image (see the module docstring).
 
     With ``search`` (the ``white`` and ``mid`` quantiles of :mod:`lungdemo.intensity`), the body is
-    looked for in the picture standardised on them, a dark uniform border taken as black first
+    looked for in the picture standardised on them, a dark border taken as black first
     (:func:`searched`): the same slice exported with another gamma is then cut at the same place.
     ``opening`` is a share of the searched picture's shorter side. Pictures larger than
     ``WORK_SIDE`` are searched at a size reduced by a whole factor; the last search, around the

