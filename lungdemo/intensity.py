@@ -70,13 +70,20 @@ def standardize_u8(batch: torch.Tensor, white: float, mid: float) -> torch.Tenso
     index = flat.long()
     counts = torch.zeros((*flat.shape[:-1], 256), dtype=torch.int64, device=batch.device)
     cum = counts.scatter_add_(-1, index, torch.ones_like(index)).cumsum_(-1)
-    levels = torch.arange(256, dtype=torch.float32, device=batch.device).div_(255.0)  # each value x = u8 / 255 takes
-    lo, hi, weight = _mixed_ranks(cum, flat.shape[-1], white)
-    top = torch.lerp(levels[lo], levels[hi], weight).clamp_min(MIN_LEVEL)
+    top, power = _white_and_power(cum, flat.shape[-1], white, mid)
     scaled = (flat.to(torch.float32).div_(255.0) / top).clamp_(0.0, 1.0)
-    lo, hi, weight = _mixed_ranks(cum, flat.shape[-1], mid)  # the map to ``scaled`` keeps the order: same ranks
+    return scaled.pow(power).reshape(batch.shape)
+
+
+def _white_and_power(cum: torch.Tensor, n: int, white: float, mid: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the cumulative histogram of ``uint8`` slices of ``n`` pixels: the gray (0..1) scaled to white, and the
+    power :func:`standardize` then applies."""
+    levels = torch.arange(256, dtype=torch.float32, device=cum.device).div_(255.0)  # each value x = u8 / 255 takes
+    lo, hi, weight = _mixed_ranks(cum, n, white)
+    top = torch.lerp(levels[lo], levels[hi], weight).clamp_min(MIN_LEVEL)
+    lo, hi, weight = _mixed_ranks(cum, n, mid)  # the map to the scaled slice keeps the order: same ranks
     level = torch.lerp((levels[lo] / top).clamp_(0.0, 1.0), (levels[hi] / top).clamp_(0.0, 1.0), weight)
-    return scaled.pow(_power(level)).reshape(batch.shape)
+    return top, _power(level)
 
 
 def standardize_lut(gray: np.ndarray, white: float, mid: float, black: int = 0) -> np.ndarray:
@@ -88,12 +95,6 @@ def standardize_lut(gray: np.ndarray, white: float, mid: float, black: int = 0) 
     """
     shifted = np.clip(np.arange(256) - int(black), 0, 255)
     counts = np.bincount(shifted[np.asarray(gray, dtype=np.uint8).ravel()], minlength=256)
-    cum = torch.from_numpy(np.cumsum(counts))
-    levels = torch.arange(256, dtype=torch.float32) / 255.0
-    lo, hi, weight = _mixed_ranks(cum, int(cum[-1]), white)
-    top = torch.lerp(levels[lo], levels[hi], weight).clamp_min(MIN_LEVEL)
-    scaled = (levels / top).clamp(0.0, 1.0)
-    lo, hi, weight = _mixed_ranks(cum, int(cum[-1]), mid)
-    power = _power(torch.lerp(scaled[lo], scaled[hi], weight))
-    table = scaled.pow(power).mul(255.0).round().to(torch.uint8).numpy()
-    return table[shifted]
+    top, power = _white_and_power(torch.from_numpy(np.cumsum(counts)), int(counts.sum()), white, mid)
+    scaled = (torch.arange(256, dtype=torch.float32).div_(255.0) / top).clamp_(0.0, 1.0)
+    return scaled.pow(power).mul_(255.0).round_().to(torch.uint8).numpy()[shifted]
