@@ -24,7 +24,6 @@ sys.path.insert(0, str(REPO))
 from lungdemo.decode import decode_image  # noqa: E402
 from lungdemo.framing import Framing, frame_slice  # noqa: E402
 from lungdemo.loading import SHIPPED_MODEL_DIR, load_model  # noqa: E402
-from lungdemo.preprocessing import PreprocessConfig  # noqa: E402
 from train.perturb import gamma, window  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest-ct"
@@ -35,21 +34,6 @@ CHANGES = {
     "gamma 0.4": lambda g: gamma(g, None, g=0.4),
     "window 40..200": lambda g: window(g, None, lo=40, hi=200),
 }
-
-
-def framing_kwargs(cfg: PreprocessConfig) -> dict:
-    search = (cfg.intensity_white, cfg.intensity_mid) if cfg.slice_search == "standardized" else None
-    return {
-        "threshold": cfg.body_threshold,
-        "tolerance": cfg.slice_tolerance,
-        "opening": cfg.slice_opening,
-        "keep": cfg.slice_keep,
-        "level": cfg.slice_level,
-        "deskew": cfg.slice_deskew,
-        "keep_tilt": cfg.slice_deskew_keep,
-        "fill": cfg.slice_fill,
-        "search": search,
-    }
 
 
 def moved(a: Framing, b: Framing) -> bool:
@@ -65,7 +49,7 @@ def main() -> int:
     p.add_argument("--every", type=int, default=3)
     args = p.parse_args()
     cfg = load_model(args.model).model.preprocess_config
-    searches = {s: framing_kwargs(dataclasses.replace(cfg, slice_search=s)) for s in ("levels", "standardized")}
+    searches = {s: dataclasses.replace(cfg, slice_search=s).framing() for s in ("levels", "standardized")}
     files = sorted(f for f in (args.data / args.split).rglob("*") if f.is_file())[:: args.every]
     grays = [decode_image(f, cfg.max_pixels)[0] for f in files]
     clean = {s: [frame_slice(g, **kw)[1] for g in grays] for s, kw in searches.items()}

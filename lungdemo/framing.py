@@ -341,8 +341,14 @@ def frame_slice(
     picture and its box found again; a tilt beyond it is left alone. The turn brings the tilt
     to ``keep_tilt`` (0: level); a tilt within ``keep_tilt`` is not turned at all.
     """
-    params = {"threshold": threshold, "tolerance": tolerance, "opening": opening, "keep": keep, "level": level}
-    params["search"] = search
+    params = {
+        "threshold": threshold,
+        "tolerance": tolerance,
+        "opening": opening,
+        "keep": keep,
+        "level": level,
+        "search": search,
+    }
     found = find_slice(np.asarray(gray), **params, fill=fill)
     if found.fill is not None:
         gray = painted(gray, found.picture, found.fill, found.fill_value)

@@ -110,6 +110,20 @@ class PreprocessConfig:
         if problems:
             raise ValueError("invalid preprocessing config: " + "; ".join(problems))
 
+    def framing(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~lungdemo.framing.frame_slice` this config stands for."""
+        return {
+            "threshold": self.body_threshold,
+            "tolerance": self.slice_tolerance,
+            "opening": self.slice_opening,
+            "keep": self.slice_keep,
+            "level": self.slice_level,
+            "deskew": self.slice_deskew,
+            "keep_tilt": self.slice_deskew_keep,
+            "fill": self.slice_fill,
+            "search": (self.intensity_white, self.intensity_mid) if self.slice_search == "standardized" else None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mean"] = list(self.mean)
@@ -166,18 +180,7 @@ def canonical_image(gray: Image.Image, cfg: PreprocessConfig, notes: list[str] |
         box = body_bbox(np.asarray(gray), cfg.body_threshold)
         gray = _pad_to_square(gray.crop(box))
     elif cfg.resize == "slice_crop_pad":
-        gray, found = frame_slice(
-            gray,
-            threshold=cfg.body_threshold,
-            tolerance=cfg.slice_tolerance,
-            opening=cfg.slice_opening,
-            keep=cfg.slice_keep,
-            level=cfg.slice_level,
-            deskew=cfg.slice_deskew,
-            keep_tilt=cfg.slice_deskew_keep,
-            fill=cfg.slice_fill,
-            search=(cfg.intensity_white, cfg.intensity_mid) if cfg.slice_search == "standardized" else None,
-        )
+        gray, found = frame_slice(gray, **cfg.framing())
         if notes is not None:
             notes += found.notes
         gray = _pad_to_square(gray)
