@@ -120,7 +120,7 @@ class TeacherEnsemble(nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(0)
 
 
-def _stored_preprocessing(folder: Path) -> tuple[PreprocessConfig, bool]:
+def stored_preprocessing(folder: Path) -> tuple[PreprocessConfig, bool]:
     """A teacher folder's preprocessing, and whether it is a trained model folder (``config.json``)."""
     if (folder / META).is_file() and (folder / WEIGHTS).is_file():
         return PreprocessConfig.from_dict(json.loads((folder / META).read_text())["preprocessing"]), False
@@ -140,7 +140,7 @@ def load_teacher(folder: Path, pre_cfg: PreprocessConfig) -> nn.Module:
     scored on inputs of another kind.
     """
     folder = Path(folder)
-    stored, is_model = _stored_preprocessing(folder)
+    stored, is_model = stored_preprocessing(folder)
     own, student = stored.to_dict(), pre_cfg.to_dict()  # keys added since read as they were meant
     differ = sorted(k for k in set(own) | set(student) if own.get(k) != student.get(k))
     if set(differ) - set(FRAMING_TUNING) - set(GRAY_LEVELS):
@@ -174,7 +174,7 @@ def teacher_preprocessing(folders: tuple[Path, ...], pre_cfg: PreprocessConfig) 
     A teacher trained on gray levels as decoded keeps them when the student standardises its own
     (:mod:`lungdemo.intensity`); teachers of one ensemble must agree.
     """
-    own = {tuple(getattr(_stored_preprocessing(Path(f))[0], k) for k in GRAY_LEVELS) for f in folders}
+    own = {tuple(getattr(stored_preprocessing(Path(f))[0], k) for k in GRAY_LEVELS) for f in folders}
     if len(own) > 1:
         raise TeacherError(f"the teachers {[str(f) for f in folders]} treat gray levels differently: {sorted(own)}")
     levels = dict(zip(GRAY_LEVELS, own.pop(), strict=True))

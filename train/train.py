@@ -141,9 +141,10 @@ def _run(cfg: TrainConfig, command: str, ctx: DistContext, precision: Precision)
     pretrained = apply_pretrained(model, cfg.pretrained)
     distill = None
     if cfg.teacher:
+        from train.frozen import teacher_for_inference
         from train.teacher import load_teachers, teacher_preprocessing
 
-        teacher = model_to_device(load_teachers(cfg.teacher, pre_cfg), ctx.device)
+        teacher = model_to_device(teacher_for_inference(load_teachers(cfg.teacher, pre_cfg)), ctx.device)
         teacher_pre = teacher_preprocessing(cfg.teacher, pre_cfg)
         distill = Distillation(teacher, cfg.distill_alpha, cfg.distill_temperature, cfg.distill_view, teacher_pre)
 
