@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from train.frozen import fold_batch_norm, teacher_for_inference
+from train.frozen import activations_in_place, fold_batch_norm, pad_inside, teacher_for_inference
 from train.teacher import TeacherEnsemble, build_teacher
 
 
@@ -101,3 +101,53 @@ def test_an_untraceable_teacher_runs_unfolded_and_says_so(caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="train.frozen"):
         assert fold_batch_norm(model) is model
     assert "cannot trace _Branchy" in caplog.text
+
+
+def _pads(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.ZeroPad2d) for m in model.modules())
+
+
+def test_symmetric_pads_move_into_their_convolutions_and_asymmetric_ones_stay() -> None:
+    teacher = _trained_looking(build_teacher(4, imagenet=False), 5)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        want = teacher(x)
+        graph = fold_batch_norm(teacher)
+        moved = pad_inside(graph)
+        got = graph(x)
+    assert moved > 0 and _pads(graph) == _pads(teacher) - moved > 0  # stride-2 pads are (0, 1): they stay
+    assert all(
+        isinstance(m, nn.Conv2d) and m.padding == (1, 1)
+        for m in graph.modules()
+        if m.__class__ is nn.Conv2d and m.kernel_size == (3, 3) and m.stride == (1, 1)
+    )
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+class _Shared(nn.Module):
+    """An activation whose input is read again afterwards, and one applied to a view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU6()
+        self.fresh = nn.ReLU()
+        self.on_view = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        z = self.fresh(self.conv(x))
+        return self.act(y) + y + z + self.on_view(y.flatten(1)).sum()
+
+
+def test_only_activations_on_unshared_fresh_outputs_work_in_place() -> None:
+    model = _Shared().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = model(x)
+        graph = fold_batch_norm(model)
+        assert activations_in_place(graph) == 1
+        torch.testing.assert_close(graph(x), want)
+    assert graph.fresh.inplace and not graph.act.inplace and not graph.on_view.inplace
+    assert not model.fresh.inplace  # the model it came from is unchanged
+    assert activations_in_place(model) == 0  # not an fx graph: nothing to see
