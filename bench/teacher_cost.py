@@ -11,7 +11,6 @@ Pause any training run first: it shares the cores.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
@@ -22,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.train_throughput import loop_arguments, parse_loop_arguments
 from lungdemo.model import LungAlexNet
 from lungdemo.preprocessing import normalize
 from train.augment import AugmentConfig, apply_params, sample_params
@@ -41,16 +41,9 @@ def best_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = loop_arguments(__doc__.split("\n")[0])
     p.add_argument("--teacher", type=Path, nargs="+", default=[Path("runs/teacher4"), Path("runs/teacher5")])
-    p.add_argument("--data-dir", type=Path, default=Path("../shared/data/chest-ct"))
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_loop_arguments(p)
 
     pre = stored_preprocessing(args.teacher[0])[0]
     samples = scan_split(args.data_dir, "train")

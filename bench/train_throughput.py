@@ -40,18 +40,29 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.opt
     return len(x) / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def loop_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of the training benches (this one and ``bench/teacher_cost.py``)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data/chest-ct"))
-    p.add_argument("--images", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    return p
+
+
+def parse_loop_arguments(p: argparse.ArgumentParser) -> argparse.Namespace:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    p = loop_arguments(__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=224)
+    args = parse_loop_arguments(p)
 
     cfg = PreprocessConfig(image_size=args.image_size)
     samples = scan_split(args.data_dir, "train")[: args.images]
