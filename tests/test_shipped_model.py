@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lungdemo.loading import SHIPPED_MODEL_DIR, load_model
+from train.config import TEACHER_ARCHITECTURES
 from train.data import scan_dataset
 from train.scoring import evaluate_test
 
@@ -56,7 +57,7 @@ def test_the_teacher_is_recorded_and_its_command_is_in_the_card() -> None:
             assert teacher["command"].startswith("python -m train --data-dir ")
         else:
             assert teacher["command"].startswith("python -m train.teacher --data-dir ")
-            assert teacher["architecture"].startswith("efficientnet-lite0")
+            assert teacher["architecture"].startswith(TEACHER_ARCHITECTURES)
         assert 0.0 < teacher["val_macro_f1"] <= 1.0 and teacher["best_epoch"] >= 1
         assert teacher["command"] in reproduce  # the reproduce steps rebuild every teacher first
     assert "knowledge distillation" in card
