@@ -209,3 +209,13 @@ def test_a_larger_teacher_is_trained_recorded_and_loaded_back_as_itself(tmp_path
     (out / teacher_mod.WEIGHTS).unlink()
     ckpt.save_weights(build_teacher(4, imagenet=False).state_dict(), out / teacher_mod.WEIGHTS)
     assert sum(p.numel() for p in load_teacher(out, pre).parameters()) < sum(p.numel() for p in loaded.parameters())
+
+
+def test_the_teacher_takes_the_students_augmentation_flags(tmp_path: Path) -> None:
+    """A teacher that answers for the student's views is fine-tuned on views like them (rotation, degradation)."""
+    argv = teacher_argv(tmp_path / "d", tmp_path / "t", tmp_path / "c", "--rotate", "15", "--noise", "0.05")
+    cfg = TeacherConfig.from_namespace(teacher_mod.get_args_parser().parse_args([*argv, "--jpeg-prob", "0.3"]))
+    assert (cfg.augment.rotate_deg, cfg.augment.noise, cfg.augment.jpeg_prob) == (15.0, 0.05, 0.3)
+    assert TeacherConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg  # --resume keeps them
+    plain = TeacherConfig.from_namespace(teacher_mod.get_args_parser().parse_args(argv[:6]))
+    assert plain.augment == dataclasses.replace(cfg.augment, rotate_deg=10.0, noise=0.0, jpeg_prob=0.0)

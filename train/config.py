@@ -368,7 +368,7 @@ class TrainConfig(RunConfig):
 
 @dataclass(frozen=True)
 class TeacherConfig(RunConfig):
-    """``python -m train.teacher``: an ImageNet EfficientNet-Lite teacher (standard augmentation)."""
+    """``python -m train.teacher``: an ImageNet EfficientNet-Lite teacher (the student's augmentation flags)."""
 
     out: Path = field(metadata=cli("teacher folder (teacher.safetensors, teacher.json)"))
     arch: str = field(
@@ -381,5 +381,6 @@ class TeacherConfig(RunConfig):
     )
     epochs: int = field(default=20, metadata=cli(group=OPT))
     lr: float = field(default=3e-4, metadata=cli(group=OPT))
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=cli(group=AUG))
 
-    GROUPS: ClassVar[tuple[str, ...]] = (IO, MODEL, PRE, OPT)
+    GROUPS: ClassVar[tuple[str, ...]] = (IO, MODEL, PRE, OPT, AUG)

@@ -39,7 +39,6 @@ from lungdemo.folder import CONFIG_NAME, METRICS_NAME, TRAINING_ARGS_NAME, WEIGH
 from lungdemo.metrics import classification_metrics
 from lungdemo.preprocessing import PreprocessConfig
 from train import checkpoint as ckpt
-from train.augment import AugmentConfig
 from train.config import TEACHER_ARCHITECTURES, TeacherConfig
 from train.data import CLASS_NAMES, labels_of, load_images, scan_dataset
 from train.distributed import DistContext, cleanup, launch_command, main_first
@@ -250,7 +249,7 @@ def _train_teacher(cfg: TeacherConfig, command: str, ctx: DistContext, precision
         scheduler,
         Split(host_to_device(train.images, ctx.device), train.labels),
         valid,
-        EpochConfig(pre=pre_cfg, augment=AugmentConfig(), batch_size=cfg.batch_size),
+        EpochConfig(pre=pre_cfg, augment=cfg.augment, batch_size=cfg.batch_size),
         cfg,
         val_criterion=criterion,
         command=command,
