@@ -81,10 +81,14 @@ def main() -> None:
             "+ pads inside the convs": pads_inside,
             "+ activations in place": folded,
         }
+        for model in variants.values():
+            model(x)  # warm-up, once each
         rows = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, model in variants.items():
-                rows[name].append(best_ms(lambda m=model: m(x), 1))
+                t0 = time.perf_counter()
+                model(x)
+                rows[name].append((time.perf_counter() - t0) * 1000)
     aug_ms = best_ms(augmented, args.repeats)
     student_ms = best_ms(student_step, args.repeats)
 

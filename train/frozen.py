@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 
 import torch
 from torch import fx, nn
@@ -33,12 +34,8 @@ class _ConvLeafTracer(fx.Tracer):
         return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, module_qualified_name)
 
 
-def _call_counts(graph: fx.Graph) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            counts[node.target] = counts.get(node.target, 0) + 1
-    return counts
+def _call_counts(graph: fx.Graph) -> Counter[str]:
+    return Counter(node.target for node in graph.nodes if node.op == "call_module")
 
 
 def _swap(root: nn.Module, target: str, module: nn.Module) -> None:
@@ -129,7 +126,7 @@ def _padded_inside(conv: nn.Module) -> nn.Conv2d | None:
         bias=conv.bias is not None,
     )
     plain.weight, plain.bias = conv.weight, conv.bias
-    return plain.eval()
+    return plain
 
 
 def pad_inside(model: nn.Module) -> int:
