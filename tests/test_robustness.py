@@ -182,3 +182,33 @@ def test_shipped_model_on_a_few_real_slices(data_dir: Path, tmp_path: Path) -> N
     shipped = PreprocessConfig.from_dict(stored).to_dict()  # keys added since read as they were meant
     assert report["n"] == 12 and report["preprocessing"] == shipped
     assert np.isfinite(report["worst"]["macro_f1"])
+
+
+def test_teachers_are_scored_through_the_apps_path(tmp_path: Path, capsys) -> None:
+    """``--teacher``: one teacher, or the ensemble of several, answers the perturbed files as the app frames them."""
+    import torch
+
+    from lungdemo.preprocessing import decode_canonical, normalize
+    from tests.test_teacher import _teacher_folder
+    from train.teacher import load_teachers
+
+    data = tiny_dataset(tmp_path / "data", per_class=1)
+    pre = PreprocessConfig(image_size=64, resize="slice_crop_pad")
+    a, b = _teacher_folder(tmp_path / "a", pre, 1), _teacher_folder(tmp_path / "b", pre, 2)
+    out = tmp_path / "r.json"
+    argv = ["--data-dir", str(data), "--only", "jpeg q75", "--out", str(out)]
+    samples = scan_dataset(data, ("test",))["test"]
+    canon = torch.stack([decode_canonical(s.path.read_bytes(), pre)[0] for s in samples])
+    for folders in ((a,), (a, b)):
+        assert robustness.main(["--teacher", *map(str, folders), *argv]) == 0
+        report = json.loads(out.read_text())
+        assert report["model"] == " + ".join(map(str, folders)) and report["n"] == len(samples)
+        with torch.no_grad():
+            want = load_teachers(folders, pre)(normalize(canon, pre)).argmax(1).tolist()
+        right = sum(w == s.label for w, s in zip(want, samples, strict=True))
+        assert report["clean"]["accuracy"] == pytest.approx(right / len(samples))
+    assert robustness.main(["--teacher", str(a), *argv, "--write-metrics"]) == 2
+    assert "a teacher has no metrics.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # one or the other
+        robustness.main(["--teacher", str(a), "--model", str(a), *argv])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -13,7 +13,9 @@ The report gives accuracy, macro-F1 and cancer-subtype macro-F1 for the clean fi
 perturbation, the drop from clean, and the worst case; ``--write-metrics`` stores it in the model
 folder's ``metrics.json`` (``robustness``), where the evaluation tab and the card show it.
 ``--split valid`` perturbs the validation slices instead: a robustness figure to choose between
-models by, without reading the test split.
+models by, without reading the test split. ``--teacher runs/teacher7 [runs/teacher5 ...]`` scores
+distillation teachers (an ensemble for several) the same way: a teacher whose answers collapse on
+perturbed views teaches a consistent student those wrong answers.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from train.card import update_metrics
 from train.data import CLASS_NAMES, DatasetError, Sample, scan_dataset
 from train.perturb import Perturbation, apply
 from train.suites import SUITES
+from train.teacher import TeacherError, teacher_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +244,15 @@ def limit_per_class(samples: list[Sample], limit: int | None) -> list[Sample]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.robustness", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="model folder or user/repo[@revision]")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="model folder or user/repo[@revision]")
+    which.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        help="teacher folder(s) from python -m train.teacher (several: their ensemble), to choose distillation "
+        "teachers by how they answer perturbed slices",
+    )
     p.add_argument("--data-dir", type=Path, required=True, help="dataset root (train/ valid/ test/)")
     p.add_argument("--suite", choices=[*SUITES, "all"], default="dev", help="which perturbation suite")
     p.add_argument("--only", action="append", default=[], help="run perturbations whose name contains this")
@@ -291,11 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, args.threads))
     try:
+        if args.write_metrics and args.teacher:
+            raise ModelLoadError("--write-metrics stores a model folder's figures: a teacher has no metrics.json")
         if args.write_metrics and parse_model_ref(args.model).is_hub:
             raise ModelLoadError("--write-metrics needs a local model folder, not a Hub reference")
         if args.write_metrics and args.split != "test":
             raise DatasetError("--write-metrics stores the test split's figures: drop --split valid")
-        predictor = Predictor.from_ref(args.model)
+        predictor = teacher_predictor(tuple(args.teacher)) if args.teacher else Predictor.from_ref(args.model)
         if tuple(predictor.class_names) != CLASS_NAMES:
             raise ModelLoadError(f"the model's classes {predictor.class_names} differ from {list(CLASS_NAMES)}")
         samples = limit_per_class(scan_dataset(args.data_dir, (args.split,))[args.split], args.limit)
@@ -311,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             max_drop=args.max_drop,
         )
-    except (ModelLoadError, DatasetError, ImageDecodeError) as exc:
+    except (ModelLoadError, DatasetError, ImageDecodeError, TeacherError) as exc:
         return report_error(exc)
     result = {
-        "model": predictor.loaded.description,
+        "model": " + ".join(map(str, args.teacher)) if args.teacher else predictor.loaded.description,
         "preprocessing": predictor.cfg.to_dict(),
         "suite": args.suite,
         "split": args.split,

@@ -36,13 +36,16 @@ from lungdemo.atomic import write_json
 from lungdemo.device import Precision, host_to_device, model_to_host
 from lungdemo.errors import LungdemoError, report_error
 from lungdemo.folder import CONFIG_NAME, METRICS_NAME, TRAINING_ARGS_NAME, WEIGHTS_NAME, read_json
+from lungdemo.loading import LoadedModel, ModelRef
 from lungdemo.metrics import classification_metrics
+from lungdemo.predictor import Predictor
 from lungdemo.preprocessing import PreprocessConfig
 from train import checkpoint as ckpt
 from train.config import TEACHER_ARCHITECTURES, TeacherConfig
 from train.data import CLASS_NAMES, labels_of, load_images, scan_dataset
 from train.distributed import DistContext, cleanup, launch_command, main_first
 from train.engine import EpochConfig, Split, predict_logits
+from train.frozen import teacher_for_inference
 from train.loop import (
     checkpoint_dir,
     device_record,
@@ -180,6 +183,28 @@ def teacher_preprocessing(folders: tuple[Path, ...], pre_cfg: PreprocessConfig) 
     if all(getattr(pre_cfg, k) == v for k, v in levels.items()):
         return None
     return dataclasses.replace(pre_cfg, **levels)
+
+
+class TeacherAsModel(nn.Module):
+    """A teacher (or an ensemble) with what :class:`~lungdemo.predictor.Predictor` reads from a model: its
+    preprocessing, class names and a temperature of 1. The robustness suites then score a teacher through the
+    app's own path, so a teacher is chosen by how it answers the views its student will be shown."""
+
+    def __init__(self, teacher: nn.Module, cfg: PreprocessConfig, class_names: list[str]) -> None:
+        super().__init__()
+        self.teacher, self.preprocess_config, self.class_names, self.temperature = teacher, cfg, class_names, 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x)
+
+
+def teacher_predictor(folders: tuple[Path, ...]) -> Predictor:
+    """A :class:`~lungdemo.predictor.Predictor` over teachers, framing and normalising as the first one was trained."""
+    folders = tuple(Path(f) for f in folders)
+    cfg = stored_preprocessing(folders[0])[0]
+    teacher_preprocessing(folders, cfg)  # ensemble members must treat gray levels alike
+    model = TeacherAsModel(teacher_for_inference(load_teachers(folders, cfg)), cfg, list(CLASS_NAMES))
+    return Predictor(LoadedModel(model, folders[0], ModelRef(text=str(folders[0]), local_path=folders[0])), ood=None)
 
 
 def load_teacher_weights(model: nn.Module, folder: Path) -> nn.Module:
