@@ -30,14 +30,16 @@ from train.frozen import fold_batch_norm, pad_inside, teacher_for_inference
 from train.teacher import load_teachers, stored_preprocessing
 
 
+def call_ms(fn: Callable[[], object]) -> float:
+    """One call's wall time in milliseconds."""
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
 def best_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up: first calls pick kernels and allocate
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1000
+    return min(call_ms(fn) for _ in range(repeats))
 
 
 def main() -> None:
@@ -86,9 +88,7 @@ def main() -> None:
         rows = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, model in variants.items():
-                t0 = time.perf_counter()
-                model(x)
-                rows[name].append((time.perf_counter() - t0) * 1000)
+                rows[name].append(call_ms(lambda m=model: m(x)))
     aug_ms = best_ms(augmented, args.repeats)
     student_ms = best_ms(student_step, args.repeats)
 

@@ -189,12 +189,12 @@ def test_teachers_are_scored_through_the_apps_path(tmp_path: Path, capsys) -> No
     import torch
 
     from lungdemo.preprocessing import decode_canonical, normalize
-    from tests.test_teacher import _teacher_folder
+    from tests.training_helpers import teacher_folder
     from train.teacher import load_teachers
 
     data = tiny_dataset(tmp_path / "data", per_class=1)
     pre = PreprocessConfig(image_size=64, resize="slice_crop_pad")
-    a, b = _teacher_folder(tmp_path / "a", pre, 1), _teacher_folder(tmp_path / "b", pre, 2)
+    a, b = teacher_folder(tmp_path / "a", pre, 1), teacher_folder(tmp_path / "b", pre, 2)
     out = tmp_path / "r.json"
     argv = ["--data-dir", str(data), "--only", "jpeg q75", "--out", str(out)]
     samples = scan_dataset(data, ("test",))["test"]

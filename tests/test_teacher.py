@@ -15,7 +15,7 @@ from lungdemo.errors import LungdemoError
 from lungdemo.folder import write_model_folder
 from lungdemo.model import LungAlexNet
 from lungdemo.preprocessing import PreprocessConfig
-from tests.training_helpers import error_line, fake_dataset
+from tests.training_helpers import error_line, fake_dataset, teacher_folder
 from train import teacher as teacher_mod
 from train.config import TeacherConfig
 from train.teacher import (
@@ -62,7 +62,7 @@ def test_teacher_error_is_a_lungdemo_error() -> None:
     assert issubclass(TeacherError, LungdemoError) and issubclass(TeacherError, RuntimeError)
 
 
-def test_not_a_teacher_folder(tmp_path: Path) -> None:
+def test_not_ateacher_folder(tmp_path: Path) -> None:
     with pytest.raises(TeacherError, match=f"{tmp_path} is not a teacher folder"):
         load_teacher(tmp_path, PreprocessConfig(image_size=64))
 
@@ -77,19 +77,11 @@ def test_teacher_with_other_preprocessing_is_refused(tmp_path: Path) -> None:
         load_teacher(tmp_path, PreprocessConfig(image_size=96))
 
 
-def _teacher_folder(folder: Path, pre: PreprocessConfig, seed: int) -> Path:
-    folder.mkdir()
-    (folder / teacher_mod.META).write_text(json.dumps({"preprocessing": pre.to_dict(), "class_names": list("abcd")}))
-    torch.manual_seed(seed)
-    ckpt.save_weights(build_teacher(4, imagenet=False).state_dict(), folder / teacher_mod.WEIGHTS)
-    return folder
-
-
 def test_a_teacher_framed_with_other_framing_knobs_is_given_the_students_views(tmp_path: Path) -> None:
     student = PreprocessConfig(
         image_size=64, resize="slice_crop_pad", slice_deskew=25, slice_deskew_keep=4, slice_search="standardized"
     )
-    folder = _teacher_folder(tmp_path / "t", PreprocessConfig(image_size=64, resize="slice_crop_pad"), 0)
+    folder = teacher_folder(tmp_path / "t", PreprocessConfig(image_size=64, resize="slice_crop_pad"), 0)
     assert isinstance(load_teacher(folder, student), torch.nn.Module)
     with pytest.raises(TeacherError, match="was trained with other preprocessing"):  # another resize policy
         load_teacher(folder, PreprocessConfig(image_size=64, resize="pad"))
@@ -97,7 +89,7 @@ def test_a_teacher_framed_with_other_framing_knobs_is_given_the_students_views(t
 
 def test_several_teachers_average_their_logits(tmp_path: Path) -> None:
     pre = PreprocessConfig(image_size=64)
-    a, b = _teacher_folder(tmp_path / "a", pre, 1), _teacher_folder(tmp_path / "b", pre, 2)
+    a, b = teacher_folder(tmp_path / "a", pre, 1), teacher_folder(tmp_path / "b", pre, 2)
     x = torch.randn(3, 3, 64, 64)
     one = load_teachers((a,), pre)
     assert not isinstance(one, TeacherEnsemble)  # one teacher runs as before

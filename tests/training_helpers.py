@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from lungdemo.preprocessing import PreprocessConfig
+from train import checkpoint as ckpt
 from train.data import scan_dataset
+from train.teacher import META, WEIGHTS, build_teacher
 from train.train import limit_samples
 
 LONG = [
@@ -83,3 +88,12 @@ def mirror_subset(data_dir: Path, dest: Path, limit: int) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(s.path)
     return dest
+
+
+def teacher_folder(folder: Path, pre: PreprocessConfig, seed: int) -> Path:
+    """A Lite0 teacher folder with random weights (no ImageNet body) that frames as ``pre`` says."""
+    folder.mkdir()
+    (folder / META).write_text(json.dumps({"preprocessing": pre.to_dict(), "class_names": list("abcd")}))
+    torch.manual_seed(seed)
+    ckpt.save_weights(build_teacher(4, imagenet=False).state_dict(), folder / WEIGHTS)
+    return folder
