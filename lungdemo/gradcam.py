@@ -26,6 +26,10 @@ The few lines below keep all state local to the call, register the hook only for
 the maps are identical to torchcam's ``GradCAM(model, target_layer=model.features[11])``
 (checked with ``normalized=False``); they are scaled by their maximum, not min-max as
 torchcam does, so that 0 keeps meaning "no evidence" when the whole map is positive.
+
+A model with ``test_time_flip`` scores the slice and its mirror in one pass and averages the
+logits; the map is then the sum of the two views' maps for that averaged score, the mirror's
+flipped back.
 """
 
 from __future__ import annotations
@@ -111,9 +115,13 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tup
             raise ValueError(f"target class index {index} is out of range for {num_classes} classes")
         (grads,) = torch.autograd.grad(logits[0, index], activation)
     with torch.no_grad():
-        weights = grads.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1): one weight per channel
-        cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
+        weights = grads.mean(dim=(2, 3), keepdim=True)  # (V, K, 1, 1): one weight per channel and view
+        views = F.relu((weights * activation).sum(dim=1, keepdim=True))
+        if len(views) == 2:  # test-time flip: the slice, then its mirror image
+            views = views[:1] + views[1:].flip(-1)
+        elif len(views) != 1:
+            raise RuntimeError(f"expected one or two views of the slice, got {len(views)}")
+        cam = F.interpolate(views, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
         peak = float(cam.max())
         out = (cam / peak).clamp_(0.0, 1.0) if peak > 0 and np.isfinite(peak) else torch.zeros_like(cam)
     if peak <= 0:

@@ -6,6 +6,10 @@ ImageNet AlexNet state dict loads into them unchanged. The head keeps torchvisio
 4096-wide head is 54M parameters, which is too heavy for a demo folder; ``hidden=0`` gives a
 single linear layer.
 
+``test_time_flip`` averages, in eval mode, the logits of each slice and its mirror image (the
+training augmentation flips slices, so both are views the model knows); training is unchanged,
+and :meth:`LungAlexNet.logits` is always the single view (Grad-CAM explains that one).
+
 The ``__init__`` arguments are the model's config (:meth:`LungAlexNet.config_dict`, stored as
 ``config.json``); :meth:`LungAlexNet.from_config` rebuilds the exact model from it. Weights are
 read from safetensors only (never a pickle) with strict key and shape checks; reading and
@@ -80,6 +84,7 @@ class LungAlexNet(nn.Module):
         architecture: str = ARCHITECTURE,
         weights_dtype: str = "float32",
         temperature: float = 1.0,
+        test_time_flip: bool = False,
     ) -> None:
         super().__init__()
         if architecture != ARCHITECTURE:
@@ -95,6 +100,8 @@ class LungAlexNet(nn.Module):
             raise ModelFormatError(f"hidden must be a non-negative integer, got {hidden!r}")
         if weights_dtype not in WEIGHTS_DTYPES:
             raise ModelFormatError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+        if not isinstance(test_time_flip, bool):
+            raise ModelFormatError(f"test_time_flip must be true or false, got {test_time_flip!r}")
         try:
             self.preprocess_config = PreprocessConfig.from_dict(preprocessing or {})
         except (TypeError, ValueError) as exc:
@@ -105,6 +112,7 @@ class LungAlexNet(nn.Module):
         self.hidden = hidden
         self.dropout = dropout
         self.weights_dtype = weights_dtype
+        self.test_time_flip = test_time_flip
         self.temperature = 1.0
         self.set_temperature(temperature)
         base = torchvision.models.alexnet(weights=None)
@@ -138,6 +146,7 @@ class LungAlexNet(nn.Module):
             "hidden": self.hidden,
             "preprocessing": self.preprocess_config.to_dict(),
             "temperature": self.temperature,
+            "test_time_flip": self.test_time_flip,
             "weights_dtype": self.weights_dtype,
         }
 
@@ -146,6 +155,14 @@ class LungAlexNet(nn.Module):
         return len(self.class_names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits; in eval mode with ``test_time_flip``, those of ``x`` and its mirror averaged (one pass)."""
+        if self.test_time_flip and not self.training:
+            both = self.logits(torch.cat([x, x.flip(-1)]))
+            return (both[: len(x)] + both[len(x) :]) / 2
+        return self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of exactly the view ``x``, whatever ``test_time_flip`` says."""
         x = self.features(x)
         x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))

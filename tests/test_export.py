@@ -25,7 +25,7 @@ from tests.training_helpers import error_line, fake_dataset, mirror_subset
 from train import export as export_mod
 from train.data import CLASS_NAMES, scan_dataset
 from train.export import ExportError, cast_model, export, parse_framing, reframed
-from train.scoring import evaluate_test, evaluate_validation
+from train.scoring import evaluate_test, evaluate_validation, refit_temperature
 
 COMMAND = "python -m train.export src dst"
 
@@ -172,6 +172,37 @@ def test_export_with_a_new_framing_scores_again_and_leaves_stale_parts_out(data:
     for name in ("confusion_matrix.png", "confusion_matrix_leakage_free.png", "reliability_test.png"):
         assert (tmp_path / "dst" / name).read_bytes().startswith(b"\x89PNG"), name  # drawn from the new metrics
     assert (tmp_path / "dst" / "training_curves.png").read_bytes() == b"the training run's curves"
+
+
+def test_export_with_test_time_flip_refits_the_temperature_and_keeps_the_check(data: Path, tmp_path: Path) -> None:
+    model = make_model(seed=4, hidden=32, image_size=64)
+    model.set_temperature(3.0)  # fitted for the single view; the export fits it again
+    src = model_folder(tmp_path / "src", model)
+    shipped = json.loads((SHIPPED_MODEL_DIR / "metrics.json").read_text())  # real blocks of figures
+    check = shipped["ood"]
+    source = json.loads((src / "metrics.json").read_text()) | {"robustness": shipped["robustness"], "ood": check}
+    (src / "metrics.json").write_text(json.dumps(source))
+    for name in OOD_FILES:
+        (src / name).write_text("fitted on this framing, which the flip leaves alone")
+    info = export(src, tmp_path / "dst", "float32", data, tmp_path / "cache", 1.0, COMMAND, test_time_flip=True)
+    dst = load_model(tmp_path / "dst").model
+    assert dst.test_time_flip is True
+    assert info["test_time_flip_changed"] == [False, True]
+    assert info["temperature_refit"][0] == 3.0 and info["temperature_refit"][1] == dst.temperature != 3.0
+    splits = scan_dataset(data)
+    refit = load_model(tmp_path / "dst").model
+    refit_temperature(refit, splits, cache_dir=tmp_path / "cache")
+    assert refit.temperature == pytest.approx(dst.temperature)  # fitted on validation with the flip
+    metrics = json.loads((tmp_path / "dst" / "metrics.json").read_text())
+    assert "robustness" not in metrics and metrics["ood"] == check
+    assert all((tmp_path / "dst" / name).is_file() for name in OOD_FILES)
+    assert metrics["validation"] == evaluate_validation(dst, splits, cache_dir=tmp_path / "cache")
+    assert metrics["test"] == evaluate_test(dst, splits, data, cache_dir=tmp_path / "cache")["test"]
+    assert "test_time_flip" in (tmp_path / "dst" / "README.md").read_text()
+    unchanged = export(src, tmp_path / "same", "float32", data, tmp_path / "cache", 1.0, COMMAND, test_time_flip=False)
+    assert "test_time_flip_changed" not in unchanged
+    assert json.loads((tmp_path / "same" / "metrics.json").read_text())["robustness"] == shipped["robustness"]
+    assert load_model(tmp_path / "same").model.temperature == 3.0
 
 
 def test_export_refuses_a_framing_that_does_not_hold_together(data: Path, tmp_path: Path) -> None:

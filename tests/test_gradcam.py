@@ -87,6 +87,34 @@ def test_matches_a_hook_free_reference(predictor: Predictor) -> None:
             np.testing.assert_allclose(cam, reference_gradcam(predictor.model, x, target), atol=1e-5)
 
 
+def test_a_test_time_flip_model_maps_the_sum_of_both_views_and_a_mirror_to_the_mirrored_map() -> None:
+    model = make_model(seed=0, hidden=0, test_time_flip=True)
+    canon, _ = decode_canonical(EXAMPLES[0], model.preprocess_config)
+    x = normalize(canon, model.preprocess_config).unsqueeze(0)
+    for target in range(len(TEST_CLASSES)):
+        cam, index = gradcam(model, x, target)
+        assert index == target
+        # the averaged score's map: each view's Grad-CAM (half the gradient each), the mirror's turned back
+        expected = _unscaled(model, x, target)
+        expected += _unscaled(model, x.flip(-1), target)[:, ::-1]
+        assert expected.max() > 0, "seed 0 gives every class some evidence on this slice"
+        np.testing.assert_allclose(cam, expected / expected.max(), atol=1e-5)
+        mirrored, _ = gradcam(model, x.flip(-1), target)
+        np.testing.assert_allclose(mirrored, cam[:, ::-1], atol=1e-5)
+
+
+def _unscaled(model: torch.nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """One view's Grad-CAM before scaling, written out without hooks."""
+    with torch.enable_grad():
+        act = model.features[: CAM_LAYER + 1](x.clone())
+        act.retain_grad()
+        logits = model.classifier(torch.flatten(model.avgpool(model.features[CAM_LAYER + 1 :](act)), 1))
+        logits[0, target].backward()
+    cam = F.relu((act.grad.mean(dim=(2, 3), keepdim=True) * act).sum(1, keepdim=True)).detach()
+    model.zero_grad(set_to_none=True)
+    return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
 def test_leaves_no_hooks_gradients_or_changes_on_the_model() -> None:
     model = make_model(hidden=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}

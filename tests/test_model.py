@@ -69,6 +69,25 @@ def test_forward_shape(size: int) -> None:
     assert out.shape == (3, 4)
 
 
+def test_test_time_flip_averages_the_slice_and_its_mirror_in_eval_mode_only() -> None:
+    model = make_model(seed=3, hidden=16, image_size=64, test_time_flip=True)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        single, mirrored = model.logits(x), model.logits(x.flip(-1))
+        averaged = model(x)
+        torch.testing.assert_close(averaged, (single + mirrored) / 2, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(averaged, single, rtol=0, atol=1e-5)  # the mirror view does count
+        torch.testing.assert_close(model(x.flip(-1)), averaged, rtol=1e-5, atol=1e-5)  # mirror-invariant
+        plain = make_model(seed=3, hidden=16, image_size=64)
+        torch.testing.assert_close(plain(x), single)  # same weights without the option: one view
+    model.train()  # training sees exactly the batch it is given
+    torch.manual_seed(0)
+    trained = model(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(trained, model.logits(x))
+    assert LungAlexNet.from_config(model.config_dict()).test_time_flip is True
+
+
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
@@ -79,6 +98,7 @@ def test_forward_shape(size: int) -> None:
         ({"weights_dtype": "int8"}, "weights_dtype"),
         ({"preprocessing": {"image_size": 64, "bogus": 1}}, r"unknown keys \['bogus'\]"),
         ({"temperature": 0}, "temperature"),
+        ({"test_time_flip": "yes"}, "test_time_flip must be true or false, got 'yes'"),
     ],
 )
 def test_bad_constructor_arguments(kwargs: dict, words: str) -> None:
@@ -198,6 +218,7 @@ def test_config_rebuilds_the_same_model() -> None:
         "hidden": 32,
         "preprocessing": PreprocessConfig(image_size=64).to_dict(),
         "temperature": 1.7,
+        "test_time_flip": False,
         "weights_dtype": "float16",
     }
     assert sorted(config) == sorted(LungAlexNet.config_keys()), "every __init__ argument is stored"

@@ -255,6 +255,7 @@ def card_context(
         "hidden": config.get("hidden"),
         "weights_dtype": config.get("weights_dtype", "float32"),
         "temperature": temperature if isinstance(temperature, (int, float)) and temperature != 1 else None,
+        "test_time_flip": config.get("test_time_flip") is True,
         "preprocessing": [(k, json.dumps(v)) for k, v in preprocessing.items()]
         if isinstance(preprocessing, dict)
         else [],

@@ -15,6 +15,11 @@ the body is looked for, see :mod:`lungdemo.framing`) at inference, the weights a
 validation and test are then scored again with the new framing, the stale robustness and
 out-of-distribution figures are left out, and the check is not copied (it was fitted on
 the old framing): refit it with ``python -m train.ood_fit --model DST --data-dir ... --in-place``.
+
+``--test-time-flip true`` makes the folder average each slice's logits with its mirror image's
+(:class:`~lungdemo.model.LungAlexNet`): the temperature is fitted again on validation for the new
+prediction, validation and test are scored again, and the stale robustness figures are left out;
+the check stays (it sees the framed slice, which the flip does not change).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from train.config import TRAINING_ARGS_NAME
 from train.data import DEFAULT_CACHE_DIR, load_images, scan_dataset
 from train.engine import predict_logits
 from train.loop import HISTORY_NAME
-from train.scoring import evaluate_test, evaluate_validation
+from train.scoring import evaluate_test, evaluate_validation, refit_temperature
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ for, which the dataset's own slices barely meet (``slice_fill`` changes 11 of it
 search 5 of 205 training boxes by more than 3%), so the weights need not learn it."""
 BOOLEANS = {"true": True, "false": False}
 STALE_WHEN_REFRAMED = ("robustness", "ood")
+STALE_WHEN_FLIPPED = ("robustness",)
 
 
 class ExportError(LungdemoError):
@@ -107,11 +113,18 @@ def export(
     min_agreement: float,
     command: str,
     framing: dict[str, float | bool | str] | None = None,
+    test_time_flip: bool | None = None,
 ) -> dict:
     model, _ = load_model_folder(src)
     changed = reframed(model, framing or {})
+    flipped = test_time_flip is not None and test_time_flip != model.test_time_flip
+    if flipped:
+        model.test_time_flip = bool(test_time_flip)
     exported = cast_model(model, dtype)
     splits = scan_dataset(data_dir)
+    temperature_before = exported.temperature
+    if flipped:  # the fitted temperature belongs to the old prediction; fit it for the new one
+        refit_temperature(exported, splits, cache_dir=cache_dir)
     images = load_images(splits["test"], model.preprocess_config, cache_dir, desc="decode test")
     ref = predict_logits(model, images, model.preprocess_config).argmax(1)
     new = predict_logits(exported, images, model.preprocess_config).argmax(1)
@@ -124,11 +137,11 @@ def export(
     source = json.loads((src / METRICS_NAME).read_text())
     metrics = dict(source)
     metrics.update(evaluate_test(exported, splits, data_dir, cache_dir=cache_dir))
-    if changed:
-        for key in STALE_WHEN_REFRAMED:
+    if changed or flipped:
+        for key in STALE_WHEN_REFRAMED if changed else STALE_WHEN_FLIPPED:
             metrics.pop(key, None)
         metrics["validation"] = evaluate_validation(exported, splits, cache_dir=cache_dir)
-        logger.info("framing changed %s: validation and test scored again with it", changed)
+        logger.info("framing %s, test-time flip %s: validation and test scored again", changed, flipped)
     metrics["export"] = {
         "weights_dtype": dtype,
         "test_agreement_with_float32": agreement,
@@ -142,6 +155,10 @@ def export(
     }
     if changed:
         metrics["export"]["framing_changed"] = changed
+    if flipped:
+        metrics["export"]["test_time_flip_changed"] = [not exported.test_time_flip, exported.test_time_flip]
+        metrics["export"]["temperature_refit"] = [temperature_before, exported.temperature]
+    if changed or flipped:
         metrics["export"]["validation_macro_f1_before"] = source["validation"]["macro"]["f1"]
     json_files = {METRICS_NAME: metrics}
     for name in COPIED:
@@ -174,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help=f"change how uploads are framed at inference ({', '.join(INFERENCE_FRAMING)}); repeatable",
     )
+    p.add_argument(
+        "--test-time-flip",
+        choices=sorted(BOOLEANS),
+        default=None,
+        help="average each slice's logits with its mirror image's (true) or not (false); refits the temperature",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m train.export " + " ".join(shlex.quote(a) for a in argv)
@@ -188,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             args.min_agreement,
             command,
             framing,
+            None if args.test_time_flip is None else BOOLEANS[args.test_time_flip],
         )
     except LungdemoError as exc:
         return report_error(exc)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lungdemo.calibration import reliability
+from lungdemo.calibration import fit_temperature, reliability
 from lungdemo.intervals import bootstrap_intervals
 from lungdemo.metrics import classification_metrics
 from lungdemo.model import LungAlexNet
@@ -81,6 +81,16 @@ def evaluate_validation(model: LungAlexNet, splits: dict[str, list[Sample]], *, 
     valid = splits["valid"]
     logits = predict_logits(model, load_images(valid, cfg, cache_dir, desc="decode valid"), cfg)
     return metrics_for(logits, labels_of(valid), model.class_names, model.temperature)
+
+
+def refit_temperature(model: LungAlexNet, splits: dict[str, list[Sample]], *, cache_dir: Path | None = None) -> float:
+    """Fit ``model``'s softmax temperature on the validation split again (after its prediction changed)."""
+    cfg = model.preprocess_config
+    valid = splits["valid"]
+    logits = predict_logits(model, load_images(valid, cfg, cache_dir, desc="decode valid"), cfg)
+    model.set_temperature(fit_temperature(logits, labels_of(valid)))
+    logger.info("temperature fitted on validation again: %.3f", model.temperature)
+    return model.temperature
 
 
 def format_metrics(name: str, m: dict[str, Any]) -> str:
