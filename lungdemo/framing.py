@@ -54,7 +54,7 @@ from lungdemo.intensity import standardize_lut
 logger = logging.getLogger(__name__)
 __all__ = ["NOTE_NO_BODY", "Framing", "body_angle", "find_slice", "frame_slice", "otsu_threshold", "slice_problems"]
 
-FRAMING_REVISION = 2
+FRAMING_REVISION = 3
 """Raised whenever a change here can frame a file differently: decoded-slice caches are keyed by it."""
 MAX_CANVAS_PASSES = 4
 """Nested frames stripped at most (a figure page, a frame line, a viewer canvas, one spare)."""
@@ -94,6 +94,8 @@ class Framing:
     fill: np.ndarray | None = None
     """With ``fill``: the picture's pixels painted with ``fill_value`` (canvas in its corners), or ``None``."""
     fill_value: int = 0
+    black: int = 0
+    """With a standardised search: the gray taken as black before it (:func:`border_black`)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -243,12 +245,16 @@ def find_slice(
     level: float = 0.5,
     fill: bool = False,
     search: tuple[float, float] | None = None,
+    black: int | None = None,
 ) -> Framing:
     """The box of the CT slice's body in a grayscale ``uint8`` image (see the module docstring).
 
     With ``search`` (the ``white`` and ``mid`` quantiles of :mod:`lungdemo.intensity`), the body is
     looked for in the picture standardised on them, a dark border taken as black first
     (:func:`searched`): the same slice exported with another gamma is then cut at the same place.
+    Both passes below standardise on the whole picture's black point and the gray levels around the
+    body, so a canvas wider than the slice changes neither; ``black`` gives the black point found
+    before the picture was turned (:func:`frame_slice`), since a turn's black corners hide it.
     ``opening`` is a share of the searched picture's shorter side. Pictures larger than
     ``WORK_SIDE`` are searched at a size reduced by a whole factor; the last search, around the
     body, at a factor set by the body's own size, so a slice gives the same box in any canvas.
@@ -276,8 +282,10 @@ def find_slice(
     if corners is not None:
         result.fill, result.fill_value = corners
         view = np.where(result.fill, np.uint8(result.fill_value), view)
+    raw = view
     if search is not None:
-        view = searched(view, search, threshold)
+        result.black = border_black(view, threshold) if black is None else black
+        view = searched(view, search, result.black)
     found = _body_box(view, threshold, opening, keep, level)
     if found is None:
         if not canvases:  # inside a frame, the picture is the slice even when it holds no body of its own
@@ -286,21 +294,27 @@ def find_slice(
         return result
     # again around the body, so the scale, the level and the opening follow the slice, not its canvas
     bl, bt, br, bb = _grow(found[0], view.shape, REFINE_MARGIN)
-    refined = _body_box(view[bt:bb, bl:br], threshold, opening, keep, level, min_share=0.0)
+    around = raw[bt:bb, bl:br] if search is None else searched(raw[bt:bb, bl:br], search, result.black)
+    refined = _body_box(around, threshold, opening, keep, level, min_share=0.0)
     (l1, t1, r1, b1), body = refined if refined is not None else ((0, 0, br - bl, bb - bt), found[1])
     result.box = (left + bl + l1, top + bt + t1, left + bl + r1, top + bt + b1)
     result.angle = body_angle(body)
     return result
 
 
-def searched(view: np.ndarray, search: tuple[float, float], threshold: int) -> np.ndarray:
-    """``view`` standardised for the body search. When its border is darker than ``threshold`` (a viewer's
-    dark canvas, or the slice's own air), gray levels up to the border's are black first, so the power
-    cannot lift a canvas or its noise into the body's range. The border's gray is a percentile of its
-    darkest side (a toolbar or a panel may line another), which a gamma change maps as it maps the
-    picture: the search stays invariant to it."""
+def border_black(view: np.ndarray, threshold: int) -> int:
+    """The gray taken as black before the search standardises ``view``: its border's, when darker than
+    ``threshold`` (a viewer's dark canvas, or the slice's own air), so the power cannot lift a canvas or
+    its noise into the body's range; else 0. The border's gray is a percentile of its darkest side (a
+    toolbar or a panel may line another), which a gamma change maps as it maps the picture: the search
+    stays invariant to it."""
     black = int(min(np.percentile(side, DARK_BORDER_LEVEL) for side in _sides(view)))
-    return standardize_lut(view, *search, black=black if black <= threshold else 0)[view]
+    return black if black <= threshold else 0
+
+
+def searched(view: np.ndarray, search: tuple[float, float], black: int) -> np.ndarray:
+    """``view`` standardised for the body search, gray levels up to ``black`` (:func:`border_black`) black."""
+    return standardize_lut(view, *search, black=black)[view]
 
 
 def _body_box(
@@ -357,7 +371,7 @@ def frame_slice(
     if turn == 0:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-turn, resample=Image.Resampling.BILINEAR, expand=True)
-    level_found = find_slice(np.asarray(picture), **params)
+    level_found = find_slice(np.asarray(picture), **params, black=found.black if search is not None else None)
     if level_found.notes:
         return gray.crop(found.box), found
     found.deskewed = turn

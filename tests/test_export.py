@@ -105,7 +105,7 @@ def test_export_metrics_are_re_evaluated_on_the_exported_weights(data: Path, tmp
     }
     assert metrics["validation"] == source["validation"]  # not re-evaluated: kept from training
     args = json.loads((dst / "training_args.json").read_text())
-    assert args["export_command"] == COMMAND and args["command"] == "python -m train --data-dir d --out runs/x"
+    assert args["export_commands"] == [COMMAND] and args["command"] == "python -m train --data-dir d --out runs/x"
     assert json.loads((dst / "history.json").read_text()) == json.loads((src / "history.json").read_text())
     assert COMMAND in (dst / "README.md").read_text()
 
@@ -199,6 +199,13 @@ def test_export_with_test_time_flip_refits_the_temperature_and_keeps_the_check(d
     assert metrics["validation"] == evaluate_validation(dst, splits, cache_dir=tmp_path / "cache")
     assert metrics["test"] == evaluate_test(dst, splits, data, cache_dir=tmp_path / "cache")["test"]
     assert "test_time_flip" in (tmp_path / "dst" / "README.md").read_text()
+    assert json.loads((tmp_path / "dst" / "training_args.json").read_text())["export_commands"] == [COMMAND]
+    again = "python -m train.export dst dst2 --test-time-flip false"
+    export(tmp_path / "dst", tmp_path / "dst2", "float32", data, tmp_path / "cache", 1.0, again, test_time_flip=False)
+    chain = json.loads((tmp_path / "dst2" / "training_args.json").read_text())["export_commands"]
+    assert chain == [COMMAND, again]  # each export since training, in order, as the card lists them
+    card = (tmp_path / "dst2" / "README.md").read_text()
+    assert card.index(COMMAND) < card.index(again)
     unchanged = export(src, tmp_path / "same", "float32", data, tmp_path / "cache", 1.0, COMMAND, test_time_flip=False)
     assert "test_time_flip_changed" not in unchanged
     assert json.loads((tmp_path / "same" / "metrics.json").read_text())["robustness"] == shipped["robustness"]

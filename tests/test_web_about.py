@@ -7,7 +7,8 @@ from pathlib import Path
 from lungdemo import DISCLAIMER
 from lungdemo.folder import CARD_NAME
 from lungdemo.loading import load_model
-from lungdemo.web.about import about_markdown, local_images_as_text, strip_front_matter
+from lungdemo.web.about import FLIP_LINE, about_markdown, local_images_as_text, strip_front_matter
+from tests.conftest import make_model_folder
 
 
 def test_strip_front_matter() -> None:
@@ -34,6 +35,12 @@ def test_about_shows_the_card_and_the_model_by_name(model_folder: Path) -> None:
     assert str(model_folder) not in text and str(model_folder.parent) not in text
     assert "- Classes (output order): `adenocarcinoma`, `large_cell_carcinoma`, `normal`" in text
     assert "Hub repo" not in text
+    assert FLIP_LINE not in text
+
+
+def test_about_says_when_the_model_scores_the_mirror_image_too(tmp_path: Path) -> None:
+    text = about_markdown(load_model(make_model_folder(tmp_path / "model", test_time_flip=True)))
+    assert FLIP_LINE in text
 
 
 def test_about_without_a_card(model_folder: Path) -> None:

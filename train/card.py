@@ -271,7 +271,8 @@ def card_context(
         "unwritten": unwritten_folders([t["command"] for t in teacher_steps] + chain + [command or ""]),
         "standardized": isinstance(preprocessing, dict) and preprocessing.get("intensity") == "standardize",
         "warm_start": warm_start,
-        "export_command": training_args.get("export_command"),
+        "export_commands": training_args.get("export_commands")
+        or [c for c in [training_args.get("export_command")] if c],  # folders exported before the chain
         "ref": repo_id or "user/repo",
     }
 

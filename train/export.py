@@ -164,8 +164,10 @@ def export(
     for name in COPIED:
         if (src / name).is_file():
             json_files[name] = json.loads((src / name).read_text())
-    if TRAINING_ARGS_NAME in json_files:
-        json_files[TRAINING_ARGS_NAME]["export_command"] = command
+    if TRAINING_ARGS_NAME in json_files:  # every export since training, in order: the card's reproduction chain
+        args = json_files[TRAINING_ARGS_NAME]
+        earlier = args.pop("export_commands", None) or [c for c in [args.pop("export_command", None)] if c]
+        args["export_commands"] = [*earlier, command]
     extra = {p.name: p for p in src.glob("*.png")}  # the training curves; the rest is drawn from the new metrics
     if not changed:  # the check travels with the model; after a new framing it must be fitted again
         extra |= {name: src / name for name in OOD_FILES if (src / name).is_file()}

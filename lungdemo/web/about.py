@@ -32,6 +32,9 @@ def local_images_as_text(card: str) -> str:
     return _IMAGE_RE.sub(replace, card)
 
 
+FLIP_LINE = "- Each slice is scored together with its mirror image (left-right); the two views' logits are averaged"
+
+
 def about_markdown(loaded: LoadedModel) -> str:
     """The model card plus where the model came from."""
     card_path = loaded.folder / CARD_NAME
@@ -49,6 +52,7 @@ def about_markdown(loaded: LoadedModel) -> str:
         f"- Classes (output order): {', '.join(f'`{c}`' for c in model.class_names)}",
         f"- Input: {cfg.image_size}×{cfg.image_size}, framing `{cfg.resize}`, grayscale repeated to "
         f"{cfg.in_channels} channels; softmax temperature {model.temperature:g}",
+        *([FLIP_LINE] if model.test_time_flip else []),
         "",
         f"> **{DISCLAIMER}**",
     ]
