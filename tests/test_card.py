@@ -371,6 +371,6 @@ def test_card_asks_for_an_exported_release_the_chain_continues(tmp_path: Path) -
     }
     text = render_model_card(folder_with(tmp_path, metrics=fake_metrics(), training_args=args))
     reproduce = text.split("## How to reproduce", 1)[1]
-    assert "3. Make the folders the steps below read but none of them writes" in reproduce
+    assert "3. Make the folders the steps below read before any of them writes them" in reproduce
     assert "`lungdemo/shipped_model`. The project's `docs/results.md` lists the commands that made it." in reproduce
     assert reproduce.index("Make the folders") < reproduce.index(kd5) < reproduce.index(kd8)

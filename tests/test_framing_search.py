@@ -141,7 +141,7 @@ def test_real_slices_on_a_viewer_canvas_are_cut_as_the_bare_slice_is(data_dir: P
     Measured: 75 and 74 of 77; before the search was standardised around the body and kept its black point
     through a turn, 68 and 70."""
     cfg = PreprocessConfig(
-        image_size=224,
+        resize="slice_crop_pad",
         slice_fill=True,
         slice_deskew=25.0,
         slice_deskew_keep=4.0,
