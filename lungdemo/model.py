@@ -8,7 +8,7 @@ single linear layer.
 
 ``test_time_flip`` averages, in eval mode, the logits of each slice and its mirror image (the
 training augmentation flips slices, so both are views the model knows); training is unchanged,
-and :meth:`LungAlexNet.logits` is always the single view (Grad-CAM explains that one).
+and :meth:`LungAlexNet.logits` is always the single view.
 
 The ``__init__`` arguments are the model's config (:meth:`LungAlexNet.config_dict`, stored as
 ``config.json``); :meth:`LungAlexNet.from_config` rebuilds the exact model from it. Weights are

@@ -75,20 +75,24 @@ def evaluate_test(
     }
 
 
-def evaluate_validation(model: LungAlexNet, splits: dict[str, list[Sample]], *, cache_dir: Path | None = None) -> dict:
-    """Validation metrics, as training reports them for the chosen epoch (the split recipes are chosen on)."""
+def validation_logits(
+    model: LungAlexNet, splits: dict[str, list[Sample]], *, cache_dir: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits on the validation split (decoded through the cache) and the split's labels."""
     cfg = model.preprocess_config
     valid = splits["valid"]
-    logits = predict_logits(model, load_images(valid, cfg, cache_dir, desc="decode valid"), cfg)
-    return metrics_for(logits, labels_of(valid), model.class_names, model.temperature)
+    return predict_logits(model, load_images(valid, cfg, cache_dir, desc="decode valid"), cfg), labels_of(valid)
+
+
+def evaluate_validation(model: LungAlexNet, splits: dict[str, list[Sample]], *, cache_dir: Path | None = None) -> dict:
+    """Validation metrics, as training reports them for the chosen epoch (the split recipes are chosen on)."""
+    logits, labels = validation_logits(model, splits, cache_dir=cache_dir)
+    return metrics_for(logits, labels, model.class_names, model.temperature)
 
 
 def refit_temperature(model: LungAlexNet, splits: dict[str, list[Sample]], *, cache_dir: Path | None = None) -> float:
     """Fit ``model``'s softmax temperature on the validation split again (after its prediction changed)."""
-    cfg = model.preprocess_config
-    valid = splits["valid"]
-    logits = predict_logits(model, load_images(valid, cfg, cache_dir, desc="decode valid"), cfg)
-    model.set_temperature(fit_temperature(logits, labels_of(valid)))
+    model.set_temperature(fit_temperature(*validation_logits(model, splits, cache_dir=cache_dir)))
     logger.info("temperature fitted on validation again: %.3f", model.temperature)
     return model.temperature
 
