@@ -371,7 +371,7 @@ def frame_slice(
     if turn == 0:
         return gray.crop(found.box), found
     picture = gray.crop(found.picture).rotate(-turn, resample=Image.Resampling.BILINEAR, expand=True)
-    level_found = find_slice(np.asarray(picture), **params, black=found.black if search is not None else None)
+    level_found = find_slice(np.asarray(picture), **params, black=found.black)
     if level_found.notes:
         return gray.crop(found.box), found
     found.deskewed = turn

@@ -26,7 +26,15 @@ from lungdemo.atomic import write_json, write_text
 from lungdemo.errors import report_error
 from lungdemo.folder import CARD_NAME, METRICS_NAME
 from lungdemo.model import LIBRARY_NAME, LICENSE, PIPELINE_TAG, TAGS
-from train.card_sections import SPLITS, fmt, intervals_section, ood_section, robustness_section, unwritten_folders
+from train.card_sections import (
+    SPLITS,
+    fmt,
+    intervals_section,
+    later_commands,
+    ood_section,
+    robustness_section,
+    unwritten_folders,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +279,7 @@ def card_context(
         "unwritten": unwritten_folders([t["command"] for t in teacher_steps] + chain + [command or ""]),
         "standardized": isinstance(preprocessing, dict) and preprocessing.get("intensity") == "standardize",
         "warm_start": warm_start,
-        "export_commands": training_args.get("export_commands")
-        or [c for c in [training_args.get("export_command")] if c],  # folders exported before the chain
+        "export_commands": later_commands(training_args),
         "ref": repo_id or "user/repo",
     }
 

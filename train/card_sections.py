@@ -127,3 +127,17 @@ def unwritten_folders(commands: list[str]) -> list[str]:
         if out:
             written.update({out, f"{out}/model"})
     return missing
+
+
+def later_commands(training_args: dict[str, Any]) -> list[str]:
+    """The commands run on a trained folder since training (exports, soups), in order: the card's last steps.
+
+    Folders exported before the list existed hold a single ``export_command``.
+    """
+    return list(training_args.get("export_commands") or [c for c in [training_args.get("export_command")] if c])
+
+
+def with_later_command(training_args: dict[str, Any], command: str) -> dict[str, Any]:
+    """``training_args`` with ``command`` recorded as the latest step since training."""
+    rest = {k: v for k, v in training_args.items() if k not in ("export_command", "export_commands")}
+    return {**rest, "export_commands": [*later_commands(training_args), command]}

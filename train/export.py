@@ -40,6 +40,7 @@ from lungdemo.model import WEIGHTS_DTYPES, LungAlexNet
 from lungdemo.ood import OOD_FILES
 from lungdemo.plots import metrics_figures
 from train.card import render_model_card
+from train.card_sections import with_later_command
 from train.config import TRAINING_ARGS_NAME
 from train.data import DEFAULT_CACHE_DIR, load_images, scan_dataset
 from train.engine import predict_logits
@@ -165,9 +166,7 @@ def export(
         if (src / name).is_file():
             json_files[name] = json.loads((src / name).read_text())
     if TRAINING_ARGS_NAME in json_files:  # every export since training, in order: the card's reproduction chain
-        args = json_files[TRAINING_ARGS_NAME]
-        earlier = args.pop("export_commands", None) or [c for c in [args.pop("export_command", None)] if c]
-        args["export_commands"] = [*earlier, command]
+        json_files[TRAINING_ARGS_NAME] = with_later_command(json_files[TRAINING_ARGS_NAME], command)
     extra = {p.name: p for p in src.glob("*.png")}  # the training curves; the rest is drawn from the new metrics
     if not changed:  # the check travels with the model; after a new framing it must be fitted again
         extra |= {name: src / name for name in OOD_FILES if (src / name).is_file()}

@@ -28,6 +28,7 @@ from lungdemo.folder import METRICS_NAME, load_model_folder, write_model_folder
 from lungdemo.model import LungAlexNet
 from lungdemo.plots import metrics_figures
 from train.card import render_model_card
+from train.card_sections import with_later_command
 from train.config import TRAINING_ARGS_NAME
 from train.data import DEFAULT_CACHE_DIR, scan_dataset
 from train.loop import HISTORY_NAME
@@ -108,9 +109,9 @@ def soup(
     if (last / HISTORY_NAME).is_file():
         json_files[HISTORY_NAME] = json.loads((last / HISTORY_NAME).read_text())
     if (last / TRAINING_ARGS_NAME).is_file():  # the card's reproduction chain: training, then every later step
-        args = json.loads((last / TRAINING_ARGS_NAME).read_text())
-        args["export_commands"] = [*(args.get("export_commands") or []), command]
-        json_files[TRAINING_ARGS_NAME] = args
+        json_files[TRAINING_ARGS_NAME] = with_later_command(
+            json.loads((last / TRAINING_ARGS_NAME).read_text()), command
+        )
     extra = {p.name: p for p in last.glob("training_curves.png")}
     with tempfile.TemporaryDirectory() as tmp:
         extra |= metrics_figures(metrics, Path(tmp))
